@@ -1,0 +1,10 @@
+"""Shared test fixtures. Tests run on asyncio through the anyio pytest plugin."""
+
+from __future__ import annotations
+
+import pytest
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
