@@ -143,8 +143,8 @@ class _Failure(Exception):
 # ---------------------------------------------------------------------------------------------- inputs
 
 
-def quote_path_id(value: object, *, field: str) -> str:
-    """Validate one path id and return it URL-quoted.
+def validate_id(value: object, *, field: str) -> str:
+    """Check one record id (used in a path or a body) and return it unchanged.
 
     Refused: non-strings, empty or whitespace-only, ".", "..", anything containing "/", "\\", "?", "#",
     "%" (no pre-encoded input: "%2e%2e" would be ".." to some servers) or a control character, and
@@ -167,7 +167,16 @@ def quote_path_id(value: object, *, field: str) -> str:
     if bad:
         shown = ", ".join(repr(ch) for ch in bad)
         raise KlinkInputError(field, f"must not contain {shown}")
-    return quote(value, safe="")
+    return value
+
+
+def quote_path_id(value: object, *, field: str) -> str:
+    """`validate_id`, then URL-quote the id for use as one path segment.
+
+    Raises:
+        KlinkInputError: the id is unusable; `field` names the parameter.
+    """
+    return quote(validate_id(value, field=field), safe="")
 
 
 def render_path(op: Operation, params: PathParams | None) -> str:
