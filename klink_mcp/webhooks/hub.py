@@ -1,0 +1,144 @@
+"""The event hub: store an incoming event durably, then tell in-process subscribers about it.
+
+`EventHub.ingest` is the one entry point for a received event (the webhook receiver calls it, and so
+can tests or a replay tool): it validates, stores (deduplicated) and, **only for a new event**,
+awaits each subscriber. Subscribers run after the event is committed, so a slow or failing
+subscriber can never lose an event or fail its delivery: failures are logged and skipped, and all
+subscribers together get `notify_timeout_s` per event. Subscribers must be quick (publish a cue,
+queue work); they run on the receiving request's task.
+
+Several processes may share one events database (say `klink-mcp webhooks` receiving and a stdio
+server answering). `EventHub.follow()` lets a process notify its subscribers about events that
+*another* process stored, by polling the store's id cursor; events this hub ingested itself are
+never announced twice.
+
+This module must not log event data (it is customer data) or import `mcp`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+import anyio
+
+from klink_mcp.webhooks.events import KlinkEvent, parse_event
+from klink_mcp.webhooks.store import EventStore, StoredEvent
+
+__all__ = ["EventHub", "Subscriber"]
+
+logger = logging.getLogger(__name__)
+
+Subscriber = Callable[[StoredEvent], Awaitable[None]]
+
+_REMEMBERED_IDS = 4096  # ids announced recently; only needed to stop follow() re-announcing our own events
+
+
+class EventHub:
+    """An `EventStore` plus in-process publish/subscribe of newly stored events."""
+
+    def __init__(self, store: EventStore, *, notify_timeout_s: float = 5.0) -> None:
+        self._store = store
+        self._notify_timeout_s = notify_timeout_s
+        self._subscribers: dict[object, Subscriber] = {}
+        self._announced: OrderedDict[int, None] = OrderedDict()
+        self._follow_cursor: int | None = None
+        # Held from "stored" to "remembered as announced", and while follow() reads the cursor, so a
+        # follower never sees one of our own events before we have claimed it.
+        self._claim_lock = anyio.Lock()
+
+    @property
+    def store(self) -> EventStore:
+        """The underlying store (for queries)."""
+        return self._store
+
+    def subscribe(self, callback: Subscriber) -> Callable[[], None]:
+        """Call `await callback(event)` for every new event; returns an idempotent unsubscribe function."""
+        token = object()
+        self._subscribers[token] = callback
+
+        def unsubscribe() -> None:
+            self._subscribers.pop(token, None)
+
+        return unsubscribe
+
+    async def ingest(self, raw_event: Mapping[str, Any] | KlinkEvent) -> tuple[bool, StoredEvent]:
+        """Validate and store an event; notify subscribers if it was new.
+
+        Returns `(stored, event)`: `stored` is False for a redelivery, with the row stored the first time.
+
+        Raises:
+            InvalidEvent: `raw_event` is not a webhook event.
+            StoreError: the store cannot be written (nothing was stored; the sender should retry).
+        """
+        event = raw_event if isinstance(raw_event, KlinkEvent) else parse_event(raw_event)
+        async with self._claim_lock:
+            stored, row = await self._store.add(event)
+            if stored:
+                self._remember(row.id)
+        if stored:
+            await self._notify(row)
+        return stored, row
+
+    def _remember(self, event_id: int) -> None:
+        self._announced[event_id] = None
+        while len(self._announced) > _REMEMBERED_IDS:
+            self._announced.popitem(last=False)
+
+    async def _notify(self, event: StoredEvent) -> None:
+        with anyio.move_on_after(self._notify_timeout_s) as scope:
+            for callback in list(self._subscribers.values()):
+                try:
+                    await callback(event)
+                except Exception:  # isolation boundary: one subscriber must not starve the others
+                    logger.exception("event subscriber failed for event id=%s (%s)", event.id, event.event)
+        if scope.cancelled_caught:
+            logger.warning(
+                "event subscribers took longer than %.1fs for event id=%s; the rest were skipped",
+                self._notify_timeout_s,
+                event.id,
+            )
+
+    async def catch_up(self, *, batch: int = 500) -> int:
+        """Announce events other processes stored since the last call; returns how many were announced.
+
+        The first call only sets the cursor to the newest stored event (history is not replayed).
+
+        Raises:
+            StoreError: the store cannot be read.
+        """
+        async with self._claim_lock:
+            if self._follow_cursor is None:
+                self._follow_cursor = await self._store.max_id()
+                return 0
+            rows = await self._store.after(self._follow_cursor, limit=batch)
+            if rows:
+                self._follow_cursor = rows[-1].id
+            fresh = [row for row in rows if row.id not in self._announced]
+            for row in fresh:
+                self._remember(row.id)
+        for row in fresh:
+            await self._notify(row)
+        return len(fresh)
+
+    async def follow(
+        self,
+        *,
+        poll_interval_s: float = 1.0,
+        sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
+    ) -> None:
+        """Poll the store forever, announcing events stored by other processes. Cancel to stop.
+
+        A store error is logged and retried at the next poll: a locked or briefly unavailable
+        database must not end the follower.
+        """
+        while True:
+            try:
+                announced = await self.catch_up()
+            except Exception:  # keep following; the next poll retries
+                logger.exception("following the events database failed; retrying")
+                announced = 0
+            if announced == 0:
+                await sleep(poll_interval_s)
