@@ -1,0 +1,210 @@
+"""The audit log: one JSON line per guard decision and per upstream outcome.
+
+Each record says when (ISO-8601 UTC), which tool, which targets (ids), a SHA-256 digest of the
+normalised arguments (the same digest the confirmation tokens bind to, so a "confirmation_required"
+line and its "confirmed_by_token" line can be matched), the decision, the confirmation channel, the
+upstream HTTP status and a short error. Lines are appended to a file (parent folders created, the
+file created private to the user, flushed per line) and kept in a bounded in-memory ring that
+backs the `klink://audit/recent` resource.
+
+Privacy by default: argument values are summarised. Ids, enumerations, numbers and booleans are
+kept; free text (message bodies, names, notes, e-mails...) appears only as its length unless
+`include_bodies` is set; anything that looks like a credential (`confirmation_token`, `*token*`,
+`*secret*`, `*password*`, `authorization`) never appears, whatever the setting.
+
+Decisions: "executed", "failed", "confirmation_required", "confirmed_by_token",
+"confirmed_by_elicitation", "declined", "cancelled", "timeout", "refused:<reason>", "read_only",
+"not_guarded".
+
+This module must not import `mcp` and must not raise out of `record` because a disk is full: an
+audit write failure is logged (logger "klink_mcp.guard") and the in-memory record is kept.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from klink_mcp.content import sanitize_text
+from klink_mcp.guard.canonical import args_digest, canonical_json
+
+__all__ = ["DECISIONS", "AuditLog", "summarize_args"]
+
+logger = logging.getLogger("klink_mcp.guard")
+
+DECISIONS: frozenset[str] = frozenset(
+    {
+        "executed",
+        "failed",
+        "confirmation_required",
+        "confirmed_by_token",
+        "confirmed_by_elicitation",
+        "declined",
+        "cancelled",
+        "timeout",
+        "read_only",
+        "not_guarded",
+    }
+)
+_REFUSED_PREFIX = "refused:"
+
+_SECRET_KEY = re.compile(r"token|secret|password|passwd|authorization|api_?key", re.IGNORECASE)
+_ID_KEY = re.compile(r"(?:^|_)(?:id|ids|ID|IDs)$|[a-z0-9](?:Id|Ids)$")
+# Short, non-free-text arguments worth keeping verbatim: enumerations and paging.
+_PLAIN_KEYS = frozenset(
+    {
+        "action",
+        "action_type",
+        "actionType",
+        "mode",
+        "status",
+        "priority",
+        "channel",
+        "type",
+        "message_type",
+        "messageType",
+        "page",
+        "page_size",
+        "pageSize",
+        "ticket_number",
+        "ticketNumber",
+        "tags",
+    }
+)
+_MAX_PLAIN_CHARS = 200
+_MAX_BODY_CHARS = 4000
+_MAX_ERROR_CHARS = 500
+
+
+def _summarize_value(key: str, value: Any, include_bodies: bool) -> Any:
+    if isinstance(value, bool | int | float) or value is None:
+        return value
+    if isinstance(value, str):
+        if _ID_KEY.search(key) or key in _PLAIN_KEYS:
+            return sanitize_text(value, max_len=_MAX_PLAIN_CHARS)
+        if include_bodies:
+            return sanitize_text(value, max_len=_MAX_BODY_CHARS)
+        return {"chars": len(value)}
+    if isinstance(value, list | tuple):
+        if _ID_KEY.search(key) or key in _PLAIN_KEYS or include_bodies:
+            return [_summarize_value(key, item, include_bodies) for item in value][:100]
+        return {"items": len(value)}
+    if isinstance(value, Mapping):
+        return {
+            str(k): _summarize_value(str(k), v, include_bodies)
+            for k, v in value.items()
+            if not _SECRET_KEY.search(str(k))
+        }
+    return {"type": type(value).__name__}
+
+
+def summarize_args(args: Mapping[str, Any], *, include_bodies: bool = False) -> dict[str, Any]:
+    """What the audit log keeps of a call's arguments (see the module docstring for the rules)."""
+    return {
+        key: _summarize_value(key, value, include_bodies)
+        for key, value in args.items()
+        if not _SECRET_KEY.search(key) and value is not None
+    }
+
+
+def _iso_utc(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class AuditLog:
+    """Append-only JSON-lines audit log with an in-memory ring of the most recent records.
+
+    With `path=None` only the ring is kept (nothing touches the disk).
+    """
+
+    def __init__(
+        self,
+        path: Path | None,
+        include_bodies: bool = False,
+        ring_size: int = 200,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        """
+        Raises:
+            OSError: the log's folder cannot be created.
+            ValueError: `ring_size` is smaller than 1.
+        """
+        if ring_size < 1:
+            raise ValueError("ring_size must be at least 1")
+        self.path = path
+        self.include_bodies = include_bodies
+        self._ring: deque[dict[str, Any]] = deque(maxlen=ring_size)
+        self._clock = clock
+        self._lock = threading.Lock()
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+
+    def __repr__(self) -> str:
+        return f"AuditLog(path={self.path!r}, include_bodies={self.include_bodies!r})"
+
+    def record(
+        self,
+        tool: str,
+        decision: str,
+        *,
+        target_ids: Mapping[str, str] | None = None,
+        args: Mapping[str, Any] | None = None,
+        channel: str | None = None,
+        upstream_status: int | None = None,
+        error: str | None = None,
+    ) -> dict[str, Any]:
+        """Write one record (file and ring) and return it.
+
+        Raises:
+            ValueError: `decision` is not in the vocabulary (a programming error).
+        """
+        if decision not in DECISIONS and not (
+            decision.startswith(_REFUSED_PREFIX) and len(decision) > len(_REFUSED_PREFIX)
+        ):
+            raise ValueError(f"unknown audit decision {decision!r}")
+        call_args = dict(args or {})
+        entry: dict[str, Any] = {
+            "time": _iso_utc(self._clock()),
+            "tool": tool,
+            "decision": decision,
+            "channel": channel,
+            "target_ids": {str(k): sanitize_text(str(v), max_len=200) for k, v in (target_ids or {}).items()},
+            "args_digest": args_digest(call_args),
+            "args": summarize_args(call_args, include_bodies=self.include_bodies),
+            "upstream_status": upstream_status,
+            "error": None if error is None else sanitize_text(error, max_len=_MAX_ERROR_CHARS),
+        }
+        line = canonical_json(entry)
+        with self._lock:
+            self._ring.append(entry)
+            if self.path is not None:
+                self._append(line)
+        return entry
+
+    def _append(self, line: str) -> None:
+        assert self.path is not None
+        try:
+            # 0o600: the log names customers; only the server's user should read it.
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            with os.fdopen(fd, "a", encoding="utf-8") as fh:
+                fh.write(line + "\n")
+                fh.flush()
+        except OSError as exc:
+            logger.error("audit log write to %s failed: %s", self.path, exc.strerror or type(exc).__name__)
+
+    def recent(self, limit: int = 50) -> list[dict[str, Any]]:
+        """The most recent records, newest first (at most `limit`, at most the ring size)."""
+        if limit <= 0:
+            return []
+        with self._lock:
+            items = list(self._ring)
+        return [dict(item) for item in reversed(items[-limit:])]
