@@ -364,7 +364,11 @@ def _locate(payload: Any, http_status: int, operation: str) -> tuple[Any, Mappin
     if payload is None or isinstance(payload, list):
         return payload, None
     if not isinstance(payload, Mapping):
-        raise KlinkAPIError(http_status, f"unexpected response from K-LINK: a bare {type(payload).__name__}")
+        raise KlinkAPIError(
+            http_status,
+            f"unexpected response from K-LINK: a bare {type(payload).__name__}",
+            operation=operation,
+        )
     _raise_if_failure(payload, http_status, operation)
     cx = payload.get("cxLogs")
     if isinstance(cx, Mapping):
