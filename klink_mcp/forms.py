@@ -1,0 +1,410 @@
+"""The form-field schema compiler: a tenant's contact/ticket field definitions -> typed pydantic models.
+
+K-LINK tenants define their own contact and ticket fields (built-in ones plus custom `cf_*` fields).
+`compile_form_schema` turns those definitions into:
+
+* typed, described parameters for the built-in fields (top-level tool parameters),
+* a pydantic model for the custom fields (the tool's `custom_fields` object, keyed by `system_name`),
+
+so that MCPServer publishes a real JSON Schema per tenant and validates arguments before any upstream
+request. Select options become enums (up to `option_cap`; longer lists are described briefly and
+checked here with a "did you mean" error), dates get `format: date`, numbers are numbers, checkboxes
+booleans, and an unknown field type degrades to a string whose description names the type.
+
+This module knows nothing about MCP or HTTP: it takes definitions (wire models or dicts) and returns
+types, and it must never raise on odd definitions (an unusable field is skipped and reported).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import difflib
+import hashlib
+import inspect
+import json
+import keyword
+import logging
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, create_model
+
+logger = logging.getLogger("klink_mcp.forms")
+
+FormKind = Literal["contact", "ticket"]
+DEFAULT_OPTION_CAP = 40
+
+KNOWN_TYPES = frozenset(
+    {
+        "text",
+        "textarea",
+        "number",
+        "date",
+        "datetime",
+        "select",
+        "multiselect",
+        "checkbox",
+        "email",
+        "phone",
+        "url",
+    }
+)
+
+_EMAIL_PATTERN = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
+_PHONE_PATTERN = r"^\+?[0-9][0-9 ()\-.]{3,24}$"
+_URL_PATTERN = r"^https?://\S+$"
+
+# Built-in fields whose wire key differs from the definition's system_name (contract: create/update
+# contact bodies carry `emails` and `phones` lists).
+_LIST_BUILTINS = {"email": "emails", "emails": "emails", "phone": "phones", "phones": "phones"}
+
+
+class FormOption(BaseModel):
+    """One option of a select/multiselect definition."""
+
+    model_config = ConfigDict(extra="ignore")
+    value: str
+    label: str | None = None
+
+
+class FieldDefinition(BaseModel):
+    """A form-field definition as K-LINK sends it (snake_case), tolerant of extra or missing keys."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    system_name: str
+    display_name: str | None = None
+    type: str = "text"
+    is_default: bool = False
+    is_archived: bool = False
+    is_required: bool = False
+    options: list[FormOption] = Field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class CompiledField:
+    """One usable field: how it is named on the wire and in the tool, and its Python type."""
+
+    system_name: str
+    wire_key: str
+    param_name: str
+    display_name: str
+    field_type: str
+    required: bool
+    is_custom: bool
+    option_values: tuple[str, ...] = ()
+    option_labels: tuple[str, ...] = ()
+    capped: bool = False
+    kind_hint: str = "contact"
+
+    @property
+    def has_options(self) -> bool:
+        return self.field_type in ("select", "multiselect")
+
+
+@dataclass
+class FormSchema:
+    """The compiled form of one kind (contact or ticket) for one tenant."""
+
+    kind: FormKind
+    builtin: list[CompiledField]
+    custom: list[CompiledField]
+    skipped: list[str]
+    digest: str
+    option_cap: int
+    _models: dict[str, type[BaseModel]] = field(default_factory=dict, repr=False)
+
+    def by_param(self) -> dict[str, CompiledField]:
+        return {f.param_name: f for f in self.builtin}
+
+    def builtin_parameters(self, *, for_update: bool, exclude: Iterable[str] = ()) -> list[inspect.Parameter]:
+        """Keyword-only parameters (with annotated types) for the built-in fields.
+
+        Required fields come first on create; on update every field is optional.
+        """
+        skip = set(exclude)
+        params: list[inspect.Parameter] = []
+        for f in self.builtin:
+            if f.param_name in skip:
+                continue
+            required = f.required and not for_update
+            annotation = _annotation_for(f, optional=not required, cap=self.option_cap)
+            default = inspect.Parameter.empty if required else None
+            params.append(
+                inspect.Parameter(
+                    f.param_name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation
+                )
+            )
+        params.sort(key=lambda p: p.default is not inspect.Parameter.empty)
+        return params
+
+    @property
+    def has_required_custom(self) -> bool:
+        return any(f.required for f in self.custom)
+
+    def custom_model(self, *, for_update: bool) -> type[BaseModel] | None:
+        """The pydantic model of the `custom_fields` object, or None when the tenant has no custom fields."""
+        if not self.custom:
+            return None
+        key = "update" if for_update else "create"
+        if key in self._models:
+            return self._models[key]
+        fields: dict[str, Any] = {}
+        for i, f in enumerate(self.custom):
+            required = f.required and not for_update
+            annotation = _annotation_for(f, optional=not required, cap=self.option_cap, describe=False)
+            default: Any = ... if required else None
+            fields[f"f{i}"] = (
+                annotation,
+                Field(default, alias=f.system_name, description=_describe(f, self.option_cap)),
+            )
+        model_name = f"{self.kind.capitalize()}{'Update' if for_update else 'Create'}CustomFields"
+        model = create_model(
+            model_name,
+            __config__=ConfigDict(extra="forbid", populate_by_name=False, title=model_name),
+            __doc__=f"Custom {self.kind} fields of this K-LINK tenant, keyed by system_name (cf_*).",
+            **fields,
+        )
+        self._models[key] = model
+        return model
+
+    def check_capped_options(self, values: Mapping[str, Any]) -> None:
+        """Validate values of select fields whose option lists were too long to inline in the schema.
+
+        `values` maps a param name or custom system_name to the given value.
+
+        Raises:
+            FormValueError: a value is not one of the field's options (with close matches).
+        """
+        index = {f.param_name: f for f in self.builtin} | {f.system_name: f for f in self.custom}
+        for key, value in values.items():
+            f = index.get(key)
+            if f is None or not f.capped or value is None:
+                continue
+            given = value if isinstance(value, list) else [value]
+            for item in given:
+                if item not in f.option_values:
+                    close = difflib.get_close_matches(str(item), f.option_values, n=3, cutoff=0.5)
+                    raise FormValueError(f, str(item), close)
+
+    def split_custom(self, custom: BaseModel | Mapping[str, Any] | None) -> dict[str, Any]:
+        """Custom values as a wire dict keyed by system_name (only the ones given), JSON-ready."""
+        if custom is None:
+            return {}
+        if isinstance(custom, BaseModel):
+            data = custom.model_dump(by_alias=True, exclude_none=True, mode="json")
+        else:
+            data = {k: v for k, v in custom.items() if v is not None}
+        return dict(data)
+
+
+class FormValueError(ValueError):
+    """A value is not among a field's options; the message names the field, the value and close matches."""
+
+    def __init__(self, f: CompiledField, value: str, suggestions: Sequence[str]) -> None:
+        self.field = f
+        self.value = value
+        self.suggestions = list(suggestions)
+        hint = f" Did you mean {', '.join(repr(s) for s in suggestions)}?" if suggestions else ""
+        super().__init__(
+            f"{f.display_name} ({f.system_name}): {value!r} is not an allowed value.{hint} "
+            f"The field has {len(f.option_values)} options; get_{f.kind_hint}_form_fields lists them all."
+        )
+
+
+def _unique(items: list[Any]) -> list[Any]:
+    if len(set(map(str, items))) != len(items):
+        raise ValueError("values must be unique")
+    return items
+
+
+def _describe(f: CompiledField, cap: int) -> str:
+    parts = [f.display_name]
+    if f.field_type == "date":
+        parts.append("date YYYY-MM-DD")
+    elif f.field_type == "datetime":
+        parts.append("ISO-8601 date-time")
+    elif f.field_type not in KNOWN_TYPES:
+        parts.append(f"K-LINK field type '{f.field_type}', sent as text")
+    if f.has_options:
+        pairs = [
+            v if (not lab or lab == v) else f"{v}={lab}"
+            for v, lab in zip(f.option_values, f.option_labels, strict=True)
+        ]
+        labelled = any(lab and lab != v for v, lab in zip(f.option_values, f.option_labels, strict=True))
+        if f.capped:
+            parts.append(
+                f"one of {len(pairs)} options, e.g. {', '.join(pairs[:8])}; others are checked on submit"
+            )
+        elif labelled:
+            parts.append("labels: " + ", ".join(pairs))
+    return "; ".join(parts)
+
+
+def _annotation_for(f: CompiledField, *, optional: bool, cap: int, describe: bool = True) -> Any:
+    base = _base_type(f)
+    if builtin_list_type(f):
+        base = list[base]  # type: ignore[valid-type]
+    ann: Any = base | None if optional else base
+    if describe:
+        return Annotated[ann, Field(description=_describe(f, cap))]
+    return ann
+
+
+def _base_type(f: CompiledField) -> Any:
+    t = f.field_type
+    if t in ("select", "multiselect"):
+        item: Any = Literal[tuple(f.option_values)] if f.option_values and not f.capped else str
+        if t == "select":
+            return item
+        return Annotated[list[item], AfterValidator(_unique), Field(json_schema_extra={"uniqueItems": True})]
+    if t == "number":
+        return float
+    if t == "checkbox":
+        return bool
+    if t == "date":
+        return dt.date
+    if t == "datetime":
+        return dt.datetime
+    if t == "email":
+        return Annotated[str, Field(pattern=_EMAIL_PATTERN, json_schema_extra={"format": "email"})]
+    if t == "phone":
+        return Annotated[str, Field(pattern=_PHONE_PATTERN)]
+    if t == "url":
+        return Annotated[str, Field(pattern=_URL_PATTERN, json_schema_extra={"format": "uri"})]
+    return str
+
+
+def _param_name(system_name: str) -> str | None:
+    name = re.sub(r"[^0-9a-zA-Z_]", "_", system_name).strip("_").lower()
+    if not name or name[0].isdigit() or keyword.iskeyword(name):
+        return None
+    return name
+
+
+def _as_definition(raw: Any) -> FieldDefinition | None:
+    if isinstance(raw, FieldDefinition):
+        return raw
+    data = raw.model_dump() if isinstance(raw, BaseModel) else raw
+    if not isinstance(data, Mapping):
+        return None
+    try:
+        return FieldDefinition.model_validate(data)
+    except ValueError:
+        return None
+
+
+def definitions_digest(definitions: Iterable[Any]) -> str:
+    """A stable digest of the definitions that matter to the compiled schema (order-insensitive)."""
+    normalized = []
+    for raw in definitions:
+        d = _as_definition(raw)
+        if d is not None:
+            normalized.append(d.model_dump(mode="json"))
+    normalized.sort(key=lambda d: d["system_name"])
+    blob = json.dumps(normalized, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def compile_form_schema(
+    kind: FormKind,
+    definitions: Iterable[Any],
+    *,
+    option_cap: int = DEFAULT_OPTION_CAP,
+    reserved: Iterable[str] = (),
+) -> FormSchema:
+    """Compile a tenant's field definitions of one kind into a `FormSchema`.
+
+    `reserved` names built-in system_names the tool handles itself (e.g. `contact_id`, `tags`); they are
+    left out of the compiled built-ins. Archived fields are left out; unusable ones are listed in
+    `skipped` with the reason. Never raises on odd definitions.
+    """
+    defs = list(definitions)
+    reserved_set = {r.lower() for r in reserved}
+    builtin: list[CompiledField] = []
+    custom: list[CompiledField] = []
+    skipped: list[str] = []
+    seen: set[str] = set()
+    for raw in defs:
+        d = _as_definition(raw)
+        if d is None:
+            skipped.append(f"{raw!r:.60}: not a field definition")
+            continue
+        if d.is_archived:
+            continue
+        sys_name = d.system_name.strip()
+        if not sys_name or sys_name in seen:
+            skipped.append(f"{sys_name or '<empty>'}: empty or duplicate system_name")
+            continue
+        seen.add(sys_name)
+        ftype = (d.type or "text").strip().lower()
+        values = tuple(o.value for o in d.options if o.value is not None)
+        labels = tuple((o.label or o.value) for o in d.options if o.value is not None)
+        if ftype in ("select", "multiselect") and not values:
+            ftype_note = ftype
+            ftype = "text"
+            logger.info("field %s is a %s without options; accepted as text", sys_name, ftype_note)
+        is_custom = not d.is_default
+        if is_custom:
+            cf = CompiledField(
+                system_name=sys_name,
+                wire_key=sys_name,
+                param_name=sys_name,
+                display_name=d.display_name or sys_name,
+                field_type=ftype,
+                required=d.is_required,
+                is_custom=True,
+                option_values=values,
+                option_labels=labels,
+                capped=len(values) > option_cap,
+                kind_hint=kind,
+            )
+            custom.append(cf)
+            continue
+        if sys_name.lower() in reserved_set:
+            continue
+        wire_key = _LIST_BUILTINS.get(sys_name.lower(), sys_name)
+        param = _param_name(wire_key)
+        if param is None or param in ("custom_fields", "ctx", "confirmation_token"):
+            skipped.append(f"{sys_name}: cannot be a parameter name")
+            continue
+        cf = CompiledField(
+            system_name=sys_name,
+            wire_key=wire_key,
+            param_name=param,
+            display_name=d.display_name or sys_name,
+            field_type=ftype,
+            required=d.is_required,
+            is_custom=False,
+            option_values=values,
+            option_labels=labels,
+            capped=len(values) > option_cap,
+            kind_hint=kind,
+        )
+        builtin.append(cf)
+    return FormSchema(
+        kind=kind,
+        builtin=builtin,
+        custom=custom,
+        skipped=skipped,
+        digest=definitions_digest(defs),
+        option_cap=option_cap,
+    )
+
+
+def builtin_list_type(f: CompiledField) -> bool:
+    """True for built-ins that travel as lists (`emails`, `phones`)."""
+    return f.wire_key in ("emails", "phones")
+
+
+def wire_value(f: CompiledField, value: Any) -> Any:
+    """A validated parameter value in the form the K-LINK body expects."""
+    if isinstance(value, dt.datetime):
+        return value.isoformat().replace("+00:00", "Z")
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    if builtin_list_type(f) and not isinstance(value, list):
+        return [value]
+    return value

@@ -1,0 +1,304 @@
+"""Shared plumbing of the MCP tool layer: server state, error translation, list envelopes, registration.
+
+Every tool is thin: validate -> guard (writes) -> api -> compact view. This module holds the pieces
+they share:
+
+* `ServerState`: what the tools close over (settings, the K-LINK client opened by the lifespan, the
+  guard, the compiled form schemas);
+* `translate_error`: the ONE place where SDK/guard/form errors become tool errors a model can act on,
+  with a machine-readable code in the result's `_meta` (`klink_mcp/error`);
+* `ListResult`: the `{items, page, page_size, total, has_more}` envelope every list returns;
+* `register_tool`: adds a tool with annotations derived from the guard's policy table.
+
+Nothing here talks HTTP or knows the K-LINK wire format; views live in `views.py`.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
+
+from mcp.server import MCPServer
+from mcp.server.mcpserver import Context
+from mcp.types import CallToolResult, InputRequiredResult, TextContent
+from pydantic import BaseModel, Field
+
+from klink_mcp.api import errors as api_errors
+from klink_mcp.config import Settings
+from klink_mcp.forms import FormValueError
+from klink_mcp.guard.confirm import Approval, GuardRefusal, Pending
+from klink_mcp.guard.policy import annotations_for
+from klink_mcp.guard.preview import Preview
+
+if TYPE_CHECKING:
+    from klink_mcp.api.client import KlinkClient
+    from klink_mcp.guard.confirm import Guard
+    from klink_mcp.schemas import FormRegistry
+
+logger = logging.getLogger("klink_mcp.tools")
+
+T = TypeVar("T")
+ERROR_META_KEY = "klink_mcp/error"
+
+
+class ListResult(BaseModel, Generic[T]):
+    """One page of a list. `has_more` says when more pages exist, so truncation is never silent."""
+
+    items: list[T]
+    page: int = Field(description="1-based page number of this result.")
+    page_size: int = Field(description="Requested page size.")
+    total: int | None = Field(default=None, description="Total matching items upstream, when known.")
+    has_more: bool = Field(description="True when later pages exist: call again with page+1.")
+
+
+@dataclass
+class ServerState:
+    """What every tool needs. The client is set by the server lifespan and cleared when it ends."""
+
+    settings: Settings
+    guard: Guard
+    forms: FormRegistry
+    client_: KlinkClient | None = None
+    startup_problems: list[str] = field(default_factory=list)
+
+    @property
+    def client(self) -> KlinkClient:
+        if self.client_ is None:
+            raise RuntimeError("the K-LINK client is not open (the server lifespan has not started)")
+        return self.client_
+
+
+class ToolFailure(Exception):
+    """A failure the tool layer raises itself, already phrased for the model."""
+
+    def __init__(self, code: str, message: str, **extra: Any) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.extra = extra
+
+
+def _error_result(code: str, message: str, **extra: Any) -> CallToolResult:
+    meta = {ERROR_META_KEY: {"code": code, **{k: v for k, v in extra.items() if v is not None}}}
+    return CallToolResult(is_error=True, content=[TextContent(type="text", text=message)], _meta=meta)
+
+
+_NOT_FOUND_HINTS: dict[str, str] = {
+    "contact": "Use list_contacts (keyword search) or find_contacts_by_social_platform_id to find contact ids.",
+    "ticket": "Use list_tickets or get_ticket_by_number to find ticket ids.",
+    "channel": "Use list_channels to see the channels.",
+}
+
+
+def translate_error(tool: str, exc: BaseException) -> CallToolResult:
+    """Map any anticipated failure to a tool error with a next step and a machine-readable code.
+
+    Unanticipated exceptions are re-raised by the caller; this function only handles known types.
+    """
+    if isinstance(exc, ToolFailure):
+        return _error_result(exc.code, exc.message, **exc.extra)
+    if isinstance(exc, GuardRefusal):
+        return _error_result(exc.code, str(exc))
+    if isinstance(exc, FormValueError):
+        return _error_result(
+            "validation",
+            str(exc),
+            fields=[exc.field.system_name],
+            suggestions=exc.suggestions or None,
+        )
+    if isinstance(exc, api_errors.KlinkInputError):
+        field_name = getattr(exc, "field", None)
+        return _error_result(
+            "validation", f"Invalid input: {exc}", fields=[field_name] if field_name else None
+        )
+    if isinstance(exc, api_errors.NotFound):
+        kind = next((k for k in _NOT_FOUND_HINTS if k in tool), "")
+        hint = _NOT_FOUND_HINTS.get(kind, "Check the id.")
+        return _error_result("not_found", f"K-LINK says not found: {_api_message(exc)}. {hint}")
+    if isinstance(exc, api_errors.RateLimited):
+        retry = exc.retry_after
+        when = f" Retry after {retry:g} s." if retry is not None else " Retry later."
+        return _error_result("rate_limited", f"K-LINK rate limit reached.{when}", retry_after_s=retry)
+    if isinstance(exc, api_errors.Unauthorized):
+        return _error_result(
+            "unauthorized",
+            "K-LINK rejected the API token (401). This is a configuration problem the assistant cannot fix: "
+            "ask the user to check KLINK_API_TOKEN (Settings -> API Tokens in the K-LINK dashboard).",
+        )
+    if isinstance(exc, api_errors.Forbidden):
+        return _error_result(
+            "forbidden",
+            "K-LINK refused this operation (403): the API token lacks the ability (scope) for it. "
+            "Ask the user to grant it in the dashboard.",
+        )
+    if isinstance(exc, api_errors.BadRequest):
+        return _error_result("upstream_validation", f"K-LINK rejected the request (400): {_api_message(exc)}")
+    if isinstance(exc, api_errors.Conflict):
+        return _error_result("conflict", f"K-LINK reported a conflict (409): {_api_message(exc)}")
+    if isinstance(exc, api_errors.AmbiguousWriteError):
+        return _error_result(
+            "ambiguous_write",
+            "The connection to K-LINK failed after the request was sent: it may or may not have been "
+            "applied. Do NOT simply retry; first check (e.g. list the records) whether it took effect.",
+        )
+    if isinstance(exc, api_errors.ServerError):
+        return _error_result(
+            "upstream_error", f"K-LINK had a server error ({exc.status}). Try again in a moment."
+        )
+    if isinstance(exc, api_errors.KlinkTimeout):
+        return _error_result("timeout", "K-LINK did not answer in time. Try again in a moment.")
+    if isinstance(exc, api_errors.KlinkConnectionError):
+        return _error_result(
+            "unreachable", "Could not reach K-LINK (network error). Check connectivity or KLINK_BASE_URL."
+        )
+    if isinstance(exc, api_errors.KlinkAPIError):
+        return _error_result("upstream_error", f"K-LINK error {exc.status}: {_api_message(exc)}")
+    if isinstance(exc, api_errors.KlinkError):
+        return _error_result("upstream_error", f"K-LINK error: {exc}")
+    raise exc
+
+
+def _api_message(exc: api_errors.KlinkAPIError) -> str:
+    messages = getattr(exc, "messages", None) or [exc.message]
+    return "; ".join(str(m) for m in messages if m)[:500] or "no details"
+
+
+_HANDLED = (
+    ToolFailure,
+    GuardRefusal,
+    FormValueError,
+    api_errors.KlinkError,
+)
+
+
+def handle_errors(tool: str, fn: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+    """Wrap a tool so anticipated failures come back as tool errors (signature kept for the schema)."""
+
+    @functools.wraps(fn)
+    async def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return await fn(*args, **kwargs)
+        except _HANDLED as exc:
+            logger.info("tool %s failed: %s", tool, type(exc).__name__)
+            return translate_error(tool, exc)
+
+    return wrapper
+
+
+def register_tool(
+    mcp: MCPServer[Any],
+    fn: Callable[..., Awaitable[Any]],
+    *,
+    name: str,
+    title: str,
+    description: str,
+) -> None:
+    """Add one tool: annotations come from the guard's policy table, never from the tool module."""
+    mcp.add_tool(
+        handle_errors(name, fn),
+        name=name,
+        title=title,
+        description=description,
+        annotations=annotations_for(name),
+        structured_output=True,
+    )
+
+
+def page_args_ok(page: int, page_size: int) -> None:
+    """Raises: ToolFailure for an out-of-range page request (also enforced by the schema)."""
+    if page < 1 or not 1 <= page_size <= 100:
+        raise ToolFailure("validation", "page must be >= 1 and page_size between 1 and 100.")
+
+
+def build_function(
+    name: str,
+    impl: Callable[..., Awaitable[Any]],
+    params: list[inspect.Parameter],
+    returns: Any,
+) -> Callable[..., Awaitable[Any]]:
+    """A function whose signature is `params` (for the generated JSON Schema) and which calls `impl(**kwargs)`.
+
+    Used for tools whose parameters are compiled at run time from the tenant's form fields.
+    """
+
+    async def tool_fn(**kwargs: Any) -> Any:
+        return await impl(**kwargs)
+
+    tool_fn.__name__ = name
+    tool_fn.__qualname__ = name
+    tool_fn.__signature__ = inspect.Signature(params, return_annotation=returns)  # type: ignore[attr-defined]
+    tool_fn.__annotations__ = {p.name: p.annotation for p in params} | {"return": returns}
+    return tool_fn
+
+
+def kw(name: str, annotation: Any, default: Any = inspect.Parameter.empty) -> inspect.Parameter:
+    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
+
+
+class WriteOutcome(BaseModel):
+    """What every write tool returns: `status` says whether the action ran.
+
+    `done`: it ran once. `confirmation_required`: nothing changed; show `preview` to the user and, if
+    they approve, call the same tool again with the same arguments plus `confirmation_token`.
+    `cancelled`: the user declined or did not answer; nothing changed.
+    """
+
+    status: Literal["done", "confirmation_required", "cancelled"]
+    preview: Preview | None = None
+    confirmation_token: str | None = None
+    expires_in_s: int | None = None
+    reason: str | None = None
+    next_step: str | None = None
+
+
+async def run_guarded(
+    state: ServerState,
+    ctx: Context[Any, Any],
+    *,
+    tool: str,
+    args: dict[str, Any],
+    confirmation_token: str | None,
+    load_preview: Callable[[], Awaitable[Preview]],
+    execute: Callable[[], Awaitable[T]],
+    target_ids: dict[str, str],
+) -> tuple[T | None, dict[str, Any]] | InputRequiredResult:
+    """Ask the guard, then run `execute` exactly once if (and only if) it approves.
+
+    Returns the executed result (or None) and the outcome fields for the tool's `WriteOutcome`, or an
+    `InputRequiredResult` (2026-07-28 elicitation round) to hand straight back to the client.
+    """
+    decision = await state.guard.authorize(
+        ctx, tool=tool, args=args, confirmation_token=confirmation_token, load_preview=load_preview
+    )
+    if isinstance(decision, InputRequiredResult):
+        return decision
+    if isinstance(decision, Pending):
+        return None, {
+            "status": decision.status,
+            "preview": decision.preview,
+            "confirmation_token": decision.confirmation_token,
+            "expires_in_s": decision.expires_in_s,
+            "reason": decision.reason,
+            "next_step": decision.next_step,
+        }
+    assert isinstance(decision, Approval)
+    try:
+        result = await execute()
+    except api_errors.KlinkAPIError as exc:
+        state.guard.record_outcome(tool, target_ids, args, decision.channel, exc.status, type(exc).__name__)
+        raise
+    except api_errors.KlinkError as exc:
+        state.guard.record_outcome(tool, target_ids, args, decision.channel, None, type(exc).__name__)
+        raise
+    state.guard.record_outcome(tool, target_ids, args, decision.channel, 200, None)
+    return result, {"status": "done"}
+
+
+def unregister(mcp: MCPServer[Any], name: str) -> None:
+    """Remove a tool if it is registered (re-registration after a form change)."""
+    if mcp._tool_manager.get_tool(name) is not None:
+        mcp.remove_tool(name)

@@ -1,0 +1,59 @@
+"""CX-log tools: customer conversations/cases over a date range (for history and reports)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated, Any
+
+from mcp.server import MCPServer
+from pydantic import Field
+
+from klink_mcp.tools._common import ListResult, ServerState, ToolFailure, register_tool
+from klink_mcp.tools.contacts import Page, PageSize
+from klink_mcp.tools.views import CxLogView, cx_log_view
+
+MAX_RANGE_DAYS = 92
+
+
+def register(mcp: MCPServer[Any], state: ServerState) -> None:
+    async def list_cx_logs(
+        start: Annotated[
+            dt.datetime,
+            Field(description="Range start, ISO-8601 (e.g. 2026-11-01T00:00:00); wall time in `timezone`."),
+        ],
+        end: Annotated[dt.datetime, Field(description="Range end, ISO-8601, after start.")],
+        timezone: Annotated[
+            str, Field(min_length=1, max_length=64, description="IANA time zone, e.g. Asia/Singapore.")
+        ] = "UTC",
+        contact_id: Annotated[
+            str | None, Field(max_length=256, description="Keep only this contact's logs (filtered here).")
+        ] = None,
+        page: Page = 1,
+        page_size: PageSize = 20,
+    ) -> ListResult[CxLogView]:
+        if end <= start:
+            raise ToolFailure("validation", "end must be after start.", fields=["start", "end"])
+        if (end - start) > dt.timedelta(days=MAX_RANGE_DAYS):
+            raise ToolFailure(
+                "validation", f"The range may span at most {MAX_RANGE_DAYS} days.", fields=["start", "end"]
+            )
+        result = await state.client.list_cx_logs(
+            start=start, end=end, timezone=timezone, page=page, page_size=page_size
+        )
+        items = [cx_log_view(c) for c in result.items]
+        if contact_id:
+            items = [c for c in items if c.contact_id == contact_id]
+        return ListResult[CxLogView](
+            items=items, page=result.page, page_size=page_size, total=result.total, has_more=result.has_more
+        )
+
+    register_tool(
+        mcp,
+        list_cx_logs,
+        name="list_cx_logs",
+        title="List CX logs",
+        description="Customer conversations/cases (CX logs) that started in a date range: channel, queue, "
+        "direction, first-response, handling and resolution times (seconds), SLA status. Use for a "
+        "customer's history or a weekly CX report. With contact_id the page is filtered locally, so "
+        "page through (has_more) to see all of that contact's logs.",
+    )

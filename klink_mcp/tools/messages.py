@@ -1,0 +1,73 @@
+"""Messaging: send a text message to a contact on their channel (guarded: a real customer reads it)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from mcp.server import MCPServer
+from mcp.server.mcpserver import Context
+from mcp.types import InputRequiredResult
+from pydantic import Field
+
+from klink_mcp.tools import previews
+from klink_mcp.tools._common import ServerState, WriteOutcome, register_tool, run_guarded
+from klink_mcp.tools.contacts import ConfirmationToken, ContactId
+from klink_mcp.tools.views import SentMessageView, raw_dict
+
+MESSAGE_MAX = 4000
+
+
+class SendMessageOutcome(WriteOutcome):
+    sent: SentMessageView | None = None
+
+
+def register(mcp: MCPServer[Any], state: ServerState) -> None:
+    async def send_message(
+        ctx: Context[Any, Any],
+        contact_id: ContactId,
+        message: Annotated[
+            str,
+            Field(
+                min_length=1,
+                max_length=MESSAGE_MAX,
+                description="The exact text the customer will receive. Draft it with the user first.",
+            ),
+        ],
+        message_type: Annotated[Literal["text"], Field(description="Only 'text' is supported.")] = "text",
+        confirmation_token: ConfirmationToken = None,
+    ) -> SendMessageOutcome | InputRequiredResult:
+        text = message.strip()
+        args = {"contact_id": contact_id, "message": text, "message_type": message_type}
+
+        async def execute() -> SentMessageView:
+            sent = raw_dict(
+                await state.client.send_message(
+                    contact_id=contact_id, message=text, message_type=message_type
+                )
+            )
+            return SentMessageView(id=sent.get("id"), contact_id=contact_id, created_at=sent.get("createdAt"))
+
+        ran = await run_guarded(
+            state,
+            ctx,
+            tool="send_message",
+            args=args,
+            confirmation_token=confirmation_token,
+            load_preview=lambda: previews.send_message(state, contact_id, text, message_type),
+            execute=execute,
+            target_ids={"contact_id": contact_id},
+        )
+        if isinstance(ran, InputRequiredResult):
+            return ran
+        sent, outcome = ran
+        return SendMessageOutcome(**outcome, sent=sent)
+
+    register_tool(
+        mcp,
+        send_message,
+        name="send_message",
+        title="Send a message to a customer (needs the user's confirmation)",
+        description="Send a text message to a contact on their channel. A real customer receives it at once "
+        "and it cannot be unsent, so the server shows the user the exact text and recipient first. "
+        + state.guard.describe("send_message"),
+    )

@@ -1,0 +1,383 @@
+"""Ticket tools: list and filter, look up by number, per contact, create, update, change status.
+
+`create_ticket`, `update_ticket` and `update_ticket_status` are compiled per tenant from the ticket
+form (built-ins at the top level, `cf_*` fields under `custom_fields`, status values as an enum).
+K-LINK has no single-ticket endpoint: `get_ticket_by_number` is served from the listing.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from mcp.server import MCPServer
+from mcp.server.mcpserver import Context
+from mcp.types import InputRequiredResult
+from pydantic import Field
+
+from klink_mcp.content import UNTRUSTED_NOTE
+from klink_mcp.forms import FormSchema, wire_value
+from klink_mcp.tools import previews
+from klink_mcp.tools._common import (
+    ListResult,
+    ServerState,
+    ToolFailure,
+    WriteOutcome,
+    build_function,
+    kw,
+    register_tool,
+    run_guarded,
+    unregister,
+)
+from klink_mcp.tools.contacts import ConfirmationToken, ContactId, Page, PageSize
+from klink_mcp.tools.views import (
+    FormFieldView,
+    TicketDetail,
+    TicketSummary,
+    form_field_view,
+    ticket_detail,
+    ticket_summary,
+)
+
+TicketId = Annotated[
+    str,
+    Field(
+        min_length=1, max_length=256, description="The ticket's id (uuid), not its number; see list_tickets."
+    ),
+]
+DEFAULT_STATUSES = ("open", "in progress", "pending", "resolved", "closed")
+MAX_SCAN_PAGES = 50
+
+
+class TicketOutcome(WriteOutcome):
+    ticket: TicketDetail | None = None
+
+
+def register_static(mcp: MCPServer[Any], state: ServerState) -> None:
+    async def list_tickets(
+        status: Annotated[
+            str | None, Field(max_length=40, description="Only this status, e.g. open, in progress, pending.")
+        ] = None,
+        priority: Annotated[
+            str | None, Field(max_length=40, description="Only this priority, e.g. high.")
+        ] = None,
+        channel: Annotated[
+            str | None, Field(max_length=40, description="Only this channel, e.g. email.")
+        ] = None,
+        keyword: Annotated[
+            str | None, Field(max_length=200, description="Search in title/description.")
+        ] = None,
+        contact_id: Annotated[
+            str | None, Field(max_length=256, description="Only this contact's tickets.")
+        ] = None,
+        detail: Annotated[
+            bool, Field(description="Include descriptions, tags and custom fields (bigger output).")
+        ] = False,
+        page: Page = 1,
+        page_size: PageSize = 10,
+    ) -> ListResult[TicketDetail]:
+        result = await state.client.list_tickets(
+            page=page,
+            page_size=page_size,
+            status=status or None,
+            priority=priority or None,
+            channel=channel or None,
+            keyword=keyword or None,
+            contact_id=contact_id or None,
+        )
+        view = ticket_detail if detail else ticket_summary
+        return ListResult[TicketDetail](
+            items=[view(t) for t in result.items],  # type: ignore[misc]
+            page=result.page,
+            page_size=page_size,
+            total=result.total,
+            has_more=result.has_more,
+        )
+
+    register_tool(
+        mcp,
+        list_tickets,
+        name="list_tickets",
+        title="List tickets",
+        description="List helpdesk tickets, newest first, optionally filtered by status, priority, channel, "
+        "keyword or contact. Compact by default; pass detail=true for descriptions. To triage, start with "
+        f"status='open'. {UNTRUSTED_NOTE}",
+    )
+
+    async def get_ticket_by_number(
+        ctx: Context[Any, Any],
+        ticket_number: Annotated[int, Field(ge=1, description="The ticket number people quote, e.g. 1042.")],
+    ) -> TicketDetail:
+        first = await state.client.list_tickets(page=1, page_size=100, ticket_number=ticket_number)
+        match = next((t for t in first.items if ticket_summary(t).ticket_number == ticket_number), None)
+        page = first
+        scanned = 1
+        # If the tenant ignores the ticketNumber filter, scan the listing page by page.
+        while match is None and page.has_more and scanned < MAX_SCAN_PAGES:
+            scanned += 1
+            await ctx.report_progress(scanned, min(page.last_page or MAX_SCAN_PAGES, MAX_SCAN_PAGES))
+            page = await state.client.list_tickets(page=scanned, page_size=100)
+            match = next((t for t in page.items if ticket_summary(t).ticket_number == ticket_number), None)
+        if match is None:
+            raise ToolFailure(
+                "not_found",
+                f"No ticket number {ticket_number} found. Use list_tickets (keyword or contact filter) to find it.",
+            )
+        return ticket_detail(match)
+
+    register_tool(
+        mcp,
+        get_ticket_by_number,
+        name="get_ticket_by_number",
+        title="Get a ticket by its number",
+        description="Look up one ticket by the number people quote (e.g. #1042), in full. K-LINK has no "
+        "single-ticket endpoint, so this searches the ticket listing. " + UNTRUSTED_NOTE,
+    )
+
+    async def list_contact_tickets(
+        contact_id: ContactId, page: Page = 1, page_size: PageSize = 10
+    ) -> ListResult[TicketSummary]:
+        result = await state.client.list_contact_tickets(contact_id, page=page, page_size=page_size)
+        return ListResult[TicketSummary](
+            items=[ticket_summary(t) for t in result.items],
+            page=result.page,
+            page_size=page_size,
+            total=result.total,
+            has_more=result.has_more,
+        )
+
+    register_tool(
+        mcp,
+        list_contact_tickets,
+        name="list_contact_tickets",
+        title="List a contact's tickets",
+        description="All tickets of one contact (compact). Useful to summarise a customer's history together "
+        "with list_cx_logs.",
+    )
+
+    async def get_ticket_form_fields(
+        custom_only: Annotated[bool, Field(description="Only the custom cf_* fields.")] = False,
+    ) -> ListResult[FormFieldView]:
+        fields = await state.client.all_ticket_form_fields()
+        views = [form_field_view(f) for f in fields if not getattr(f, "is_archived", False)]
+        if custom_only:
+            views = [v for v in views if v.custom]
+        return ListResult[FormFieldView](
+            items=views, page=1, page_size=max(len(views), 1), total=len(views), has_more=False
+        )
+
+    register_tool(
+        mcp,
+        get_ticket_form_fields,
+        name="get_ticket_form_fields",
+        title="Ticket form fields",
+        description="The tenant's ticket fields (built-in and custom cf_*), with types, required flags and "
+        "allowed values. create_ticket/update_ticket already take these as typed parameters.",
+    )
+
+
+def _ticket_body(schema: FormSchema, values: dict[str, Any], custom: Any) -> dict[str, Any]:
+    index = schema.by_param()
+    body: dict[str, Any] = {}
+    for param, value in values.items():
+        f = index.get(param)
+        if f is not None and value is not None:
+            body[f.wire_key] = wire_value(f, value)
+    custom_values = schema.split_custom(custom)
+    if custom_values:
+        body["customFields"] = custom_values
+    return body
+
+
+def status_values(schema: FormSchema | None) -> tuple[str, ...]:
+    """Ticket status values: from the tenant's `status` field when it has options, else the defaults."""
+    if schema is not None:
+        for f in schema.builtin:
+            if f.system_name == "status" and f.option_values:
+                return f.option_values
+    return DEFAULT_STATUSES
+
+
+def register_form_tools(mcp: MCPServer[Any], state: ServerState, schema: FormSchema) -> list[str]:
+    """(Re)build create_ticket, update_ticket and update_ticket_status from the tenant's ticket form."""
+    names = ["create_ticket", "update_ticket", "update_ticket_status"]
+    for name in names:
+        unregister(mcp, name)
+
+    ctx_param = kw("ctx", Context[Any, Any])
+    token_param = kw("confirmation_token", ConfirmationToken, None)
+    tags_param = kw(
+        "tags",
+        Annotated[
+            list[Annotated[str, Field(min_length=1, max_length=256)]] | None,
+            Field(max_length=50, description="Tag ids (uuids from list_tags)."),
+        ],
+        None,
+    )
+    guarded = state.guard.is_guarded
+    builtin_names = [f.param_name for f in schema.builtin]
+
+    def custom_param(for_update: bool) -> list[Any]:
+        model = schema.custom_model(for_update=for_update)
+        if model is None:
+            return []
+        desc = "Custom cf_* ticket fields of this tenant, keyed by system_name."
+        if schema.has_required_custom and not for_update:
+            return [kw("custom_fields", Annotated[model, Field(description=desc)])]
+        return [kw("custom_fields", Annotated[model | None, Field(description=desc)], None)]
+
+    async def create_impl(**kwargs: Any) -> TicketOutcome | InputRequiredResult:
+        ctx = kwargs.pop("ctx")
+        token = kwargs.pop("confirmation_token", None)
+        custom = kwargs.pop("custom_fields", None)
+        tags = kwargs.pop("tags", None)
+        contact_id = kwargs.pop("contact_id")
+        values = {k: v for k, v in kwargs.items() if k in builtin_names}
+        schema.check_capped_options(values | schema.split_custom(custom))
+        body = _ticket_body(schema, values, custom)
+        body["contact_id"] = contact_id  # the contract's one snake_case request key
+        if tags:
+            body["tags"] = sorted(set(tags))
+
+        async def execute() -> TicketDetail:
+            return ticket_detail(await state.client.create_ticket(body))
+
+        ran = await run_guarded(
+            state,
+            ctx,
+            tool="create_ticket",
+            args=body,
+            confirmation_token=token,
+            load_preview=lambda: previews.generic(
+                "Create ticket", f"Create ticket {body.get('title', '')!r}", "ticket", None, body
+            ),
+            execute=execute,
+            target_ids={"contact_id": contact_id},
+        )
+        if isinstance(ran, InputRequiredResult):
+            return ran
+        ticket, outcome = ran
+        return TicketOutcome(**outcome, ticket=ticket)
+
+    create_params = [
+        ctx_param,
+        kw(
+            "contact_id",
+            Annotated[str, Field(min_length=1, max_length=256, description="The customer's contact id.")],
+        ),
+        *schema.builtin_parameters(for_update=False),
+        *custom_param(False),
+        tags_param,
+        *([token_param] if guarded("create_ticket") else []),
+    ]
+    create_params.sort(key=lambda p: p.default is not p.empty)
+    register_tool(
+        mcp,
+        build_function("create_ticket", create_impl, create_params, TicketOutcome | InputRequiredResult),
+        name="create_ticket",
+        title="Create a ticket",
+        description="Open a helpdesk ticket for a contact. Parameters are this tenant's ticket form: built-in "
+        "fields at the top level, custom cf_* fields inside custom_fields. Returns the ticket with its id "
+        "and number.",
+    )
+
+    async def update_impl(**kwargs: Any) -> TicketOutcome | InputRequiredResult:
+        ctx = kwargs.pop("ctx")
+        token = kwargs.pop("confirmation_token", None)
+        ticket_id = kwargs.pop("ticket_id")
+        custom = kwargs.pop("custom_fields", None)
+        tags = kwargs.pop("tags", None)
+        assignee_id = kwargs.pop("assignee_id", None)
+        values = {k: v for k, v in kwargs.items() if k in builtin_names}
+        schema.check_capped_options(values | schema.split_custom(custom))
+        body = _ticket_body(schema, values, custom)
+        if assignee_id:
+            body["assigneeId"] = assignee_id
+        if tags:
+            body["tags"] = sorted(set(tags))
+        if not body:
+            raise ToolFailure("validation", "Nothing to update: give at least one field to change.")
+
+        async def execute() -> TicketDetail:
+            return ticket_detail(await state.client.update_ticket(ticket_id, body))
+
+        ran = await run_guarded(
+            state,
+            ctx,
+            tool="update_ticket",
+            args={"ticket_id": ticket_id, **body},
+            confirmation_token=token,
+            load_preview=lambda: previews.for_ticket(state, ticket_id, "Update ticket", body),
+            execute=execute,
+            target_ids={"ticket_id": ticket_id},
+        )
+        if isinstance(ran, InputRequiredResult):
+            return ran
+        ticket, outcome = ran
+        return TicketOutcome(**outcome, ticket=ticket)
+
+    update_params = [
+        ctx_param,
+        kw("ticket_id", TicketId),
+        *schema.builtin_parameters(for_update=True, exclude=("status",)),
+        kw(
+            "assignee_id",
+            Annotated[str | None, Field(max_length=256, description="Agent id to assign the ticket to.")],
+            None,
+        ),
+        *custom_param(True),
+        tags_param,
+        *([token_param] if guarded("update_ticket") else []),
+    ]
+    update_params.sort(key=lambda p: p.default is not p.empty)
+
+    register_tool(
+        mcp,
+        build_function("update_ticket", update_impl, update_params, TicketOutcome | InputRequiredResult),
+        name="update_ticket",
+        title="Update a ticket",
+        description="Change a ticket's fields (only those you pass). To change its status use "
+        "update_ticket_status.",
+    )
+
+    statuses = status_values(schema)
+    status_type: Any = Literal[statuses]
+
+    async def status_impl(
+        ctx: Context[Any, Any], ticket_id: str, status: str, confirmation_token: str | None = None
+    ) -> TicketOutcome | InputRequiredResult:
+        async def execute() -> TicketDetail:
+            return ticket_detail(await state.client.update_ticket_status(ticket_id, status))
+
+        ran = await run_guarded(
+            state,
+            ctx,
+            tool="update_ticket_status",
+            args={"ticket_id": ticket_id, "status": status},
+            confirmation_token=confirmation_token,
+            load_preview=lambda: previews.for_ticket(
+                state, ticket_id, "Change ticket status", {"status": status}
+            ),
+            execute=execute,
+            target_ids={"ticket_id": ticket_id},
+        )
+        if isinstance(ran, InputRequiredResult):
+            return ran
+        ticket, outcome = ran
+        return TicketOutcome(**outcome, ticket=ticket)
+
+    status_params = [
+        ctx_param,
+        kw("ticket_id", TicketId),
+        kw("status", Annotated[status_type, Field(description="The new status.")]),
+        *([token_param] if guarded("update_ticket_status") else []),
+    ]
+    register_tool(
+        mcp,
+        build_function(
+            "update_ticket_status", status_impl, status_params, TicketOutcome | InputRequiredResult
+        ),
+        name="update_ticket_status",
+        title="Change a ticket's status",
+        description="Move a ticket to another status (e.g. resolve it once the customer's issue is handled).",
+    )
+    return names
