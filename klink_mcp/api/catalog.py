@@ -157,7 +157,11 @@ def _apply_override(op: Operation, override: OperationOverride) -> Operation:
             raise ConfigError(
                 f"operations.{op.name}.path: {path!r} must be a bare path (no query, fragment or spaces)"
             )
-        if path_placeholders(path) != op.placeholders:
+        try:
+            placeholders = path_placeholders(path)
+        except ConfigError as exc:
+            raise ConfigError(f"operations.{op.name}.path: {exc}") from None
+        if placeholders != op.placeholders:
             want = ", ".join(f"{{{p}}}" for p in sorted(op.placeholders)) or "no placeholders"
             raise ConfigError(
                 f"operations.{op.name}.path: {path!r} must use exactly {want} (like {op.path!r})"
