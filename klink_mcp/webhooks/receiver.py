@@ -44,7 +44,6 @@ import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from functools import partial
 from typing import Any, Final
 
 import anyio
@@ -351,15 +350,13 @@ class _ReceiverServer:
         self.running = RunningReceiver(host=host, port=int(self.sock.getsockname()[1]))
         self.server = _uvicorn_server(app, host, self.running.port)
 
-    async def serve(self, *, handle_signals: bool) -> None:
+    async def serve(self) -> None:
         logger.info("webhook receiver listening on %s", self.running.url)
+        # Not `Server.serve`: it installs SIGINT/SIGTERM handlers for its lifetime, but signals belong to
+        # the host program (the stdio server, or the CLI, which turns them into a cancellation).
+        serve = getattr(self.server, "_serve", None) or self.server.serve
         try:
-            if handle_signals:
-                await self.server.serve(sockets=[self.sock])
-            else:
-                # `serve` installs SIGINT/SIGTERM handlers for its lifetime; beside another server those
-                # signals belong to the host program, so run the same loop without capturing them.
-                await self.server._serve(sockets=[self.sock])
+            await serve(sockets=[self.sock])
         except anyio.get_cancelled_exc_class():
             # Cancelled by the host program: still close connections and listeners properly, letting
             # requests in flight (whose events may be committing) answer, within a bound.
@@ -381,16 +378,13 @@ async def run_receiver(
     port: int = DEFAULT_PORT,
     *,
     allow_remote: bool = False,
-    handle_signals: bool = False,
     task_status: TaskStatus[RunningReceiver] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve the receiver on `host:port` until cancelled (or, with `handle_signals`, until SIGINT/SIGTERM).
+    """Serve the receiver on `host:port` until cancelled; cancellation shuts it down gracefully.
 
     Meant to run beside another server on the same event loop (`tg.start_soon(run_receiver, ...)`, or
     `await tg.start(run_receiver, ...)` to get the `RunningReceiver` once the socket listens; `port=0`
-    picks a free port). `handle_signals=True` lets uvicorn take over SIGINT/SIGTERM for a graceful
-    shutdown (for a process that runs only the receiver); the default leaves signal handling to the host
-    program. Needs the asyncio backend.
+    picks a free port). Signal handling stays with the host program. Needs the asyncio backend.
 
     Raises:
         WebhookConfigError: unsafe bind (see `check_bind`), missing credentials, or the port is unavailable.
@@ -398,7 +392,7 @@ async def run_receiver(
     receiver = _ReceiverServer(settings, hub, host, port, allow_remote)
     # The socket already listens, so connections queue in its backlog until uvicorn accepts them.
     task_status.started(receiver.running)
-    await receiver.serve(handle_signals=handle_signals)
+    await receiver.serve()
 
 
 @asynccontextmanager
@@ -419,7 +413,7 @@ async def serve_receiver(
     """
     receiver = _ReceiverServer(settings, hub, host, port, allow_remote)
     async with anyio.create_task_group() as tg:
-        tg.start_soon(partial(receiver.serve, handle_signals=False))
+        tg.start_soon(receiver.serve)
         try:
             yield receiver.running
         finally:
