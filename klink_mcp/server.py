@@ -163,6 +163,12 @@ def build_server(
             finally:
                 state.client_ = None
 
+    async def refresh_when_stale(ctx: Any, call_next: Callable[[Any], Awaitable[Any]]) -> Any:
+        # The TTL is checked where it matters: before a client reads the tool schemas.
+        if getattr(ctx, "method", None) == "tools/list" and state.client_ is not None and forms.stale:
+            await forms.ensure_fresh(state.client_)
+        return await call_next(ctx)
+
     mcp: MCPServer[Any] = MCPServer(
         "klink-mcp",
         title="K-LINK",
@@ -171,7 +177,7 @@ def build_server(
         website_url="https://klink.cloud",
         lifespan=lifespan,
         subscriptions=bus,
-        middleware=[tracker.middleware],
+        middleware=[tracker.middleware, refresh_when_stale],
         log_level=settings.log_level,
         warn_on_duplicate_tools=False,
     )

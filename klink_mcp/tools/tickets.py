@@ -84,9 +84,13 @@ def register_static(mcp: MCPServer[Any], state: ServerState) -> None:
             keyword=keyword or None,
             contact_id=contact_id or None,
         )
-        view = ticket_detail if detail else ticket_summary
+        items = (
+            [ticket_detail(t) for t in result.items]
+            if detail
+            else [TicketDetail(**ticket_summary(t).model_dump()) for t in result.items]
+        )
         return ListResult[TicketDetail](
-            items=[view(t) for t in result.items],  # type: ignore[misc]
+            items=items,
             page=result.page,
             page_size=page_size,
             total=result.total,

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, SerializerFunctionWrapHandler, model_serializer
 
 from klink_mcp.content import fence, sanitize_text
 
@@ -19,6 +19,17 @@ NAME_MAX = 120
 TITLE_MAX = 200
 TEXT_MAX = 2000
 SNIPPET_MAX = 160
+
+
+class CompactModel(BaseModel):
+    """A view that leaves out empty values when serialized, so a model reads only what is there."""
+
+    @model_serializer(mode="wrap")
+    def _drop_empty(self, handler: SerializerFunctionWrapHandler) -> Any:
+        data = handler(self)
+        if isinstance(data, dict):
+            return {k: v for k, v in data.items() if v is not None and v != [] and v != {}}
+        return data
 
 
 def raw_dict(obj: Any) -> dict[str, Any]:
@@ -82,7 +93,7 @@ def _nested_name(value: Any) -> str | None:
 # --- contacts -------------------------------------------------------------------------------------
 
 
-class ContactSummary(BaseModel):
+class ContactSummary(CompactModel):
     """A contact in a list."""
 
     id: str
@@ -95,7 +106,7 @@ class ContactSummary(BaseModel):
     updated_at: str | None = None
 
 
-class SocialProfile(BaseModel):
+class SocialProfile(CompactModel):
     type: str | None = None
     social_platform_id: str | None = None
     channel_id: str | None = None
@@ -167,7 +178,7 @@ def contact_detail(obj: Any) -> ContactDetail:
 # --- tickets --------------------------------------------------------------------------------------
 
 
-class TicketSummary(BaseModel):
+class TicketSummary(CompactModel):
     """A ticket in a list. The title is customer-influenced text (sanitized, not fenced)."""
 
     id: str
@@ -231,18 +242,18 @@ def ticket_detail(obj: Any) -> TicketDetail:
 # --- small resources ------------------------------------------------------------------------------
 
 
-class TagView(BaseModel):
+class TagView(CompactModel):
     id: str
     name: str | None = None
 
 
-class ChannelView(BaseModel):
+class ChannelView(CompactModel):
     id: str
     name: str | None = None
     type: str | None = None
 
 
-class GroupView(BaseModel):
+class GroupView(CompactModel):
     id: str
     name: str | None = None
     contact_count: int | None = None
@@ -268,7 +279,7 @@ def group_view(obj: Any) -> GroupView:
     )
 
 
-class CategoryNode(BaseModel):
+class CategoryNode(CompactModel):
     """A category and its children (the K-LINK category tree)."""
 
     id: str
@@ -286,7 +297,7 @@ def category_node(obj: Any) -> CategoryNode:
     )
 
 
-class CxLogView(BaseModel):
+class CxLogView(CompactModel):
     """One customer conversation/case. Durations are in seconds."""
 
     id: str
@@ -330,7 +341,7 @@ def cx_log_view(obj: Any) -> CxLogView:
     )
 
 
-class FormFieldView(BaseModel):
+class FormFieldView(CompactModel):
     """One field definition of the tenant's contact or ticket form."""
 
     system_name: str
@@ -355,7 +366,7 @@ def form_field_view(obj: Any) -> FormFieldView:
     )
 
 
-class SentMessageView(BaseModel):
+class SentMessageView(CompactModel):
     """What K-LINK answered for a sent message."""
 
     id: str | None = None
