@@ -34,7 +34,7 @@ nasty_text = st.one_of(
 
 
 @given(nasty_text, st.one_of(st.none(), st.integers(min_value=0, max_value=120)))
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=150, deadline=None)
 def test_sanitized_text_never_contains_a_forbidden_code_point(text: str, max_len: int | None) -> None:
     out = sanitize_text(text, max_len=max_len)
     offending = [hex(ord(ch)) for ch in out if is_forbidden_char(ch)]
@@ -45,14 +45,14 @@ def test_sanitized_text_never_contains_a_forbidden_code_point(text: str, max_len
 
 
 @given(nasty_text)
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 def test_sanitizing_twice_changes_nothing(text: str) -> None:
     once = sanitize_text(text)
     assert sanitize_text(once) == once
 
 
 @given(nasty_text, st.text(nasty_chars, max_size=40), st.one_of(st.none(), st.integers(0, 80)))
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=150, deadline=None)
 def test_a_fence_cannot_be_closed_or_reopened_by_its_content(
     text: str, label: str, max_len: int | None
 ) -> None:

@@ -202,7 +202,7 @@ def guard_description(tool: str, settings: Settings | None = None) -> str:
     ttl = int(settings.confirmation_ttl_s) if settings is not None else 120
     strict = settings is not None and settings.confirm == "elicit"
     which = (
-        "With actionType REPLACE or REMOVE (they take tags away) this"
+        "With action REPLACE or REMOVE (they take tags away) this"
         if row.risk_for_args is not None
         else "This"
     )

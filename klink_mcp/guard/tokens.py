@@ -153,7 +153,14 @@ class ConfirmationTokens:
             payload, mac = _b64decode(payload_text), _b64decode(mac_text)
         except (binascii.Error, ValueError):
             raise TokenRejected("malformed") from None
-        if not payload or len(mac) != hashlib.sha256().digest_size:
+        # Only the canonical encoding is accepted: base64 without padding has spare bits in its last
+        # character, and a token must not have several spellings.
+        if (
+            not payload
+            or len(mac) != hashlib.sha256().digest_size
+            or _b64encode(payload) != payload_text
+            or _b64encode(mac) != mac_text
+        ):
             raise TokenRejected("malformed")
         if not hmac.compare_digest(mac, self._mac(payload)):
             raise TokenRejected("bad_signature")
