@@ -67,7 +67,8 @@ def _configure_logging(settings: Settings, flag: str | None) -> None:
 
 
 async def _serve(settings: Settings, host: str, port: int, allow_remote: bool) -> None:
-    store = await EventStore.from_settings(settings)
+    store = EventStore.from_settings(settings)
+    await store.connect()  # fail now, not on the first delivery
     logger.info("events database: %s (%d events kept at most)", store.path, settings.events_retention)
     try:
         hub = EventHub(store)

@@ -345,14 +345,34 @@ def _prepare_file(path: Path) -> None:
 
 
 class EventStore:
-    """Async facade over the SQLite event log. Build it with `await EventStore.open(path)`.
+    """Async facade over the SQLite event log.
 
-    Usable as `async with await EventStore.open(path) as store:`; `close()` is idempotent.
+    `EventStore(path)` does no I/O: the database is opened (in a worker thread) on first use, so a
+    server can be assembled synchronously. `await EventStore.open(path)` opens at once, surfacing a
+    bad path or a locked file immediately; `await store.connect()` does the same for an existing
+    instance. Usable as `async with`; `close()` is idempotent and final.
     """
 
-    def __init__(self, core: _SQLiteEvents) -> None:
-        """Internal: use `EventStore.open`."""
-        self._core = core
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        retention: int = DEFAULT_RETENTION,
+        busy_timeout_s: float = 10.0,
+    ) -> None:
+        """Raises:
+        ValueError: `retention` < 1 or `busy_timeout_s` <= 0.
+        """
+        if retention < 1:
+            raise ValueError("retention must be at least 1")
+        if busy_timeout_s <= 0:
+            raise ValueError("busy_timeout_s must be positive")
+        self._path = os.fspath(path)
+        self._retention = retention
+        self._busy_timeout_s = busy_timeout_s
+        self._core: _SQLiteEvents | None = None
+        self._closed = False
+        self._open_lock = anyio.Lock()
         # Writes are serialised by the core's lock anyway; a limiter of 1 keeps waiting writers as
         # tasks instead of parked threads. Reads get their own small pool.
         self._write_limiter = anyio.CapacityLimiter(1)
@@ -373,33 +393,47 @@ class EventStore:
                 for longer than `busy_timeout_s`.
             ValueError: `retention` < 1 or `busy_timeout_s` <= 0.
         """
-        if retention < 1:
-            raise ValueError("retention must be at least 1")
-        if busy_timeout_s <= 0:
-            raise ValueError("busy_timeout_s must be positive")
-        try:
-            core = await anyio.to_thread.run_sync(_SQLiteEvents, os.fspath(path), retention, busy_timeout_s)
-        except (sqlite3.Error, OSError) as exc:
-            raise StoreError(f"cannot open the events database: {exc}") from exc
-        return cls(core)
+        store = cls(path, retention=retention, busy_timeout_s=busy_timeout_s)
+        await store.connect()
+        return store
 
     @classmethod
-    async def from_settings(cls, settings: Settings) -> EventStore:
-        """Open the store `settings` select (`events_db`, `events_retention`).
-
-        Raises:
-            StoreError: as `open`.
-        """
-        return await cls.open(events_db_path(settings), retention=settings.events_retention)
+    def from_settings(cls, settings: Settings) -> EventStore:
+        """The store `settings` select (`events_db`, `events_retention`), opened on first use."""
+        return cls(events_db_path(settings), retention=settings.events_retention)
 
     @property
     def path(self) -> str:
         """The database path (or `":memory:"`)."""
-        return self._core.path
+        return self._path
 
-    async def _call(self, limiter: anyio.CapacityLimiter, fn: Callable[[], _T]) -> _T:
+    async def connect(self) -> None:
+        """Open the database now if it is not open yet.
+
+        Raises:
+            StoreError: as `open`, or the store was closed.
+        """
+        await self._ready()
+
+    async def _ready(self) -> _SQLiteEvents:
+        if self._core is not None:
+            return self._core
+        async with self._open_lock:
+            if self._closed:
+                raise StoreError("the event store is closed")
+            if self._core is None:
+                try:
+                    self._core = await anyio.to_thread.run_sync(
+                        _SQLiteEvents, self._path, self._retention, self._busy_timeout_s
+                    )
+                except (sqlite3.Error, OSError) as exc:
+                    raise StoreError(f"cannot open the events database: {exc}") from exc
+            return self._core
+
+    async def _call(self, limiter: anyio.CapacityLimiter, fn: Callable[[_SQLiteEvents], _T]) -> _T:
+        core = await self._ready()
         try:
-            return await anyio.to_thread.run_sync(fn, limiter=limiter)
+            return await anyio.to_thread.run_sync(fn, core, limiter=limiter)
         except sqlite3.Error as exc:
             raise StoreError(f"events database error: {exc}") from exc
 
@@ -413,7 +447,7 @@ class EventStore:
             StoreError: the database cannot be written (locked too long, disk full, closed).
         """
         parsed = event if isinstance(event, KlinkEvent) else parse_event(event)
-        return await self._call(self._write_limiter, lambda: self._core.add(parsed))
+        return await self._call(self._write_limiter, lambda core: core.add(parsed))
 
     async def recent(
         self,
@@ -435,7 +469,7 @@ class EventStore:
         if limit < 1 or offset < 0:
             raise ValueError("limit must be >= 1 and offset >= 0")
         return await self._call(
-            self._read_limiter, lambda: self._core.recent(event_type, contact_id, since, limit, offset)
+            self._read_limiter, lambda core: core.recent(event_type, contact_id, since, limit, offset)
         )
 
     async def count(
@@ -446,7 +480,7 @@ class EventStore:
         Raises:
             StoreError: the database cannot be read.
         """
-        return await self._call(self._read_limiter, lambda: self._core.count(event_type, contact_id, since))
+        return await self._call(self._read_limiter, lambda core: core.count(event_type, contact_id, since))
 
     async def after(self, last_id: int, *, limit: int = 500) -> list[StoredEvent]:
         """Events with `id > last_id`, oldest first (a cursor for followers in other processes).
@@ -454,7 +488,7 @@ class EventStore:
         Raises:
             StoreError: the database cannot be read.
         """
-        return await self._call(self._read_limiter, lambda: self._core.after(last_id, limit))
+        return await self._call(self._read_limiter, lambda core: core.after(last_id, limit))
 
     async def max_id(self) -> int:
         """The highest id stored so far (0 when empty).
@@ -462,13 +496,18 @@ class EventStore:
         Raises:
             StoreError: the database cannot be read.
         """
-        return await self._call(self._read_limiter, self._core.max_id)
+        return await self._call(self._read_limiter, lambda core: core.max_id())
 
     async def close(self) -> None:
         """Close the database; later calls raise `StoreError`. Waits for a running call to finish."""
-        await anyio.to_thread.run_sync(self._core.close)
+        async with self._open_lock:
+            self._closed = True
+            core, self._core = self._core, None
+        if core is not None:
+            await anyio.to_thread.run_sync(core.close)
 
     async def __aenter__(self) -> EventStore:
+        await self.connect()
         return self
 
     async def __aexit__(
