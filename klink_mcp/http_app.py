@@ -67,11 +67,32 @@ class BearerAuth:
 
 def build_http_app(mcp: MCPServer[Any], settings: Settings, host: str) -> ASGIApp:
     """The ASGI app serving MCP at /mcp (and the webhook receiver when enabled)."""
+    hub = getattr(mcp, "klink_hub", None)
+    if hub is not None and _webhooks_configured(settings):
+        from starlette.routing import Route
+
+        from klink_mcp.webhooks.receiver import create_webhook_routes
+
+        routes: list[Route] = create_webhook_routes(hub, settings)
+        # The SDK mounts its custom routes beside /mcp; there is no public way to add prebuilt ones.
+        mcp._custom_starlette_routes.extend(routes)
+    elif hub is not None:
+        logger.info("webhook receiver not mounted: set KLINK_WEBHOOK_SECRET (or another webhook auth mode)")
     app: ASGIApp = mcp.streamable_http_app(transport_security=transport_security_for(host), host=host)
     if settings.http_auth_token is not None:
         # Webhooks authenticate with their own signature, not the MCP bearer token.
         app = BearerAuth(app, settings.http_auth_token.get_secret_value(), exempt_paths=("/webhooks/klink",))
     return app
+
+
+def _webhooks_configured(settings: Settings) -> bool:
+    if settings.webhook_auth == "signature":
+        return settings.webhook_secret is not None
+    if settings.webhook_auth == "basic":
+        return settings.webhook_basic_password is not None
+    if settings.webhook_auth == "header":
+        return settings.webhook_header_value is not None
+    return True
 
 
 async def serve_http(mcp: MCPServer[Any], settings: Settings, host: str, port: int) -> None:

@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
+import anyio
 import httpx2
 from mcp.server import MCPServer
 from mcp.server.subscriptions import InMemorySubscriptionBus
@@ -34,6 +35,9 @@ from klink_mcp.schemas import FormRegistry
 from klink_mcp.tools import admin, categories, channels, contacts, cx_logs, messages, tags, tickets
 from klink_mcp.tools import resources as resources_module
 from klink_mcp.tools._common import ServerState
+from klink_mcp.webhooks.hub import EventHub
+from klink_mcp.webhooks.store import EventStore
+from klink_mcp.webhooks.surface import register_webhook_surface
 
 logger = logging.getLogger("klink_mcp.server")
 
@@ -142,6 +146,7 @@ def build_server(
     state = ServerState(settings=settings, guard=guard, forms=forms)
     bus = InMemorySubscriptionBus()
     tracker = SessionTracker()
+    hub = EventHub(EventStore.from_settings(settings))
 
     @asynccontextmanager
     async def lifespan(_: MCPServer[Any]) -> AsyncIterator[ServerState]:
@@ -159,7 +164,12 @@ def build_server(
                 state.startup_problems.append(forms.problem or "form fields unavailable")
                 await _register_form_tools(mcp, state, {"contact", "ticket"}, fallback=True)
             try:
-                yield state
+                async with anyio.create_task_group() as tg:
+                    if hub.store.path != ":memory:":
+                        # Events stored by a separately running receiver reach this server's clients too.
+                        tg.start_soon(_follow_events, hub)
+                    yield state
+                    tg.cancel_scope.cancel()
             finally:
                 state.client_ = None
 
@@ -191,6 +201,7 @@ def build_server(
     messages.register(mcp, state)
     admin.register(mcp, state)
     resources_module.register(mcp, state)
+    register_webhook_surface(mcp, hub, bus=bus)
     _apply_filters(mcp, settings)
 
     async def on_forms_changed(kinds: set[FormKind]) -> None:
@@ -200,6 +211,7 @@ def build_server(
 
     forms.on_change(on_forms_changed)
     mcp.klink_state = state  # type: ignore[attr-defined]  # for tests, benchmarks and the CLI
+    mcp.klink_hub = hub  # type: ignore[attr-defined]  # the HTTP app mounts the receiver on it
     return mcp
 
 
@@ -219,6 +231,13 @@ async def _register_form_tools(
         else:
             tickets.register_form_tools(mcp, state, schema)
     _apply_filters(mcp, state.settings)
+
+
+async def _follow_events(hub: EventHub) -> None:
+    try:
+        await hub.follow(poll_interval_s=2.0)
+    except Exception:  # the events database is optional: never take the server down for it
+        logger.warning("not following the events database (see earlier errors)")
 
 
 def _apply_filters(mcp: MCPServer[Any], settings: Settings) -> None:

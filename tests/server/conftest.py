@@ -20,6 +20,7 @@ MODES = ["legacy", "auto"]
 
 def make_settings(**overrides: Any) -> Settings:
     """Settings isolated from the developer's environment (no token: sandbox)."""
+    overrides.setdefault("events_db", ":memory:")
     return load_settings(env={}, **overrides)
 
 

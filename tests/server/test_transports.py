@@ -1,0 +1,116 @@
+"""The real thing: the stdio subprocess and Streamable HTTP on loopback (both protocol eras)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+from collections.abc import AsyncIterator
+from typing import Any
+
+import anyio
+import httpx2
+import pytest
+import uvicorn
+from mcp import Client, StdioServerParameters
+from mcp.client.streamable_http import streamable_http_client
+
+from klink_mcp.http_app import build_http_app
+from klink_mcp.sandbox import SandboxTenant
+from tests.server.conftest import make_server, make_settings
+
+pytestmark = [pytest.mark.anyio, pytest.mark.slow]
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KLINK_")}
+    env.update({"KLINK_EVENTS_DB": ":memory:", **extra})
+    return env
+
+
+async def test_stdio_subprocess_lists_and_calls_tools() -> None:
+    params = StdioServerParameters(command=sys.executable, args=["-m", "klink_mcp"], env=_env())
+    with anyio.fail_after(60):
+        async with Client(params) as client:
+            names = {t.name for t in (await client.list_tools()).tools}
+            assert {"list_contacts", "create_ticket", "send_message"} <= names
+            result = await client.call_tool("list_contacts", {"page_size": 2})
+            assert not result.is_error and len(result.structured_content["items"]) == 2
+
+
+async def test_stdio_read_only_hides_write_tools_and_refuses_them() -> None:
+    params = StdioServerParameters(command=sys.executable, args=["-m", "klink_mcp", "--read-only"], env=_env())
+    with anyio.fail_after(60):
+        async with Client(params, mode="legacy") as client:
+            names = {t.name for t in (await client.list_tools()).tools}
+            assert "list_tickets" in names
+            assert not names & {"delete_contact", "send_message", "create_ticket", "update_contact_tags"}
+            refused = await client.call_tool("delete_contact", {"contact_id": "x"})
+            assert refused.is_error
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def _serve(app: Any, port: int) -> AsyncIterator[str]:
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    server = uvicorn.Server(config)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(server.serve)
+        with anyio.fail_after(10):
+            while not server.started:
+                await anyio.sleep(0.01)
+        yield f"http://127.0.0.1:{port}"
+        server.should_exit = True
+
+
+@pytest.fixture
+async def http_url() -> AsyncIterator[str]:
+    server = make_server(SandboxTenant.seeded())
+    app = build_http_app(server, make_settings(), "127.0.0.1")
+    async for url in _serve(app, _free_port()):
+        yield url
+
+
+@pytest.mark.parametrize("mode", ["legacy", "auto"])
+async def test_http_client_over_loopback_in_both_eras(http_url: str, mode: str) -> None:
+    with anyio.fail_after(30):
+        async with Client(f"{http_url}/mcp", mode=mode) as client:  # type: ignore[arg-type]
+            names = {t.name for t in (await client.list_tools()).tools}
+            assert "get_ticket_by_number" in names
+            result = await client.call_tool("list_tickets", {"status": "open", "page_size": 3})
+            assert not result.is_error and result.structured_content["items"]
+
+
+async def test_http_rejects_bad_host_with_421_and_bad_origin_with_403(http_url: str) -> None:
+    body = {"jsonrpc": "2.0", "id": 1, "method": "ping", "params": {}}
+    headers = {"accept": "application/json, text/event-stream", "content-type": "application/json"}
+    async with httpx2.AsyncClient() as http:
+        bad_host = await http.post(f"{http_url}/mcp", json=body, headers={**headers, "host": "evil.example:80"})
+        assert bad_host.status_code == 421
+        bad_origin = await http.post(f"{http_url}/mcp", json=body, headers={**headers, "origin": "http://evil.example"})
+        assert bad_origin.status_code == 403
+
+
+async def test_http_bearer_token_is_required_when_configured() -> None:
+    server = make_server(SandboxTenant.seeded())
+    settings = make_settings(http_auth_token="s3cret-http-token")
+    app = build_http_app(server, settings, "127.0.0.1")
+    async for url in _serve(app, _free_port()):
+        async with httpx2.AsyncClient() as http:
+            denied = await http.post(f"{url}/mcp", json={}, headers={"accept": "application/json"})
+            assert denied.status_code == 401
+        headers = {"Authorization": "Bearer s3cret-http-token"}
+        async with httpx2.AsyncClient(headers=headers) as http_client:
+            transport = streamable_http_client(f"{url}/mcp", http_client=http_client)
+            async with Client(transport, mode="legacy") as client:
+                assert (await client.list_tools()).tools
+
+
+def test_cli_refuses_to_bind_beyond_loopback_without_a_token() -> None:
+    from klink_mcp.cli import main
+
+    assert main(["serve", "--http", "--host", "0.0.0.0", "--port", "1"]) == 2  # noqa: S104
