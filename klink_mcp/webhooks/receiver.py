@@ -237,7 +237,8 @@ def create_webhook_routes(
         if not auth.body_ok(request, body):
             return _reject(request, 401, "unauthorized", "missing or invalid x-signature")
         try:
-            payload: Any = json.loads(body)
+            # Decode explicitly: json.loads(bytes) would also accept UTF-16/32, which the contract excludes.
+            payload: Any = json.loads(body.decode("utf-8"))
         except (UnicodeDecodeError, ValueError, RecursionError):
             return _reject(request, 400, "bad_request", "body is not UTF-8 JSON")
         try:
