@@ -23,6 +23,7 @@ audit write failure is logged (logger "klink_mcp.guard") and the in-memory recor
 from __future__ import annotations
 
 import logging
+import math
 import os
 import re
 import threading
@@ -32,6 +33,8 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from pydantic_core import PydanticSerializationError
 
 from klink_mcp.content import sanitize_text
 from klink_mcp.guard.canonical import args_digest, canonical_json
@@ -85,6 +88,8 @@ _MAX_ERROR_CHARS = 500
 
 
 def _summarize_value(key: str, value: Any, include_bodies: bool) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)  # JSON has no NaN/Infinity
     if isinstance(value, bool | int | float) or value is None:
         return value
     if isinstance(value, str):
@@ -113,6 +118,14 @@ def summarize_args(args: Mapping[str, Any], *, include_bodies: bool = False) -> 
         for key, value in args.items()
         if not _SECRET_KEY.search(key) and value is not None
     }
+
+
+def _safe_digest(args: Mapping[str, Any]) -> str | None:
+    # An argument with no JSON form (a NaN, an arbitrary object) must not stop the record being written.
+    try:
+        return args_digest(args)
+    except (ValueError, TypeError, PydanticSerializationError):
+        return None
 
 
 def _iso_utc(ts: float) -> str:
@@ -178,7 +191,7 @@ class AuditLog:
             "decision": decision,
             "channel": channel,
             "target_ids": {str(k): sanitize_text(str(v), max_len=200) for k, v in (target_ids or {}).items()},
-            "args_digest": args_digest(call_args),
+            "args_digest": _safe_digest(call_args),
             "args": summarize_args(call_args, include_bodies=self.include_bodies),
             "upstream_status": upstream_status,
             "error": None if error is None else sanitize_text(error, max_len=_MAX_ERROR_CHARS),

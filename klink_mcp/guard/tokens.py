@@ -22,6 +22,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import heapq
 import hmac
 import json
 import secrets
@@ -107,6 +108,7 @@ class ConfirmationTokens:
         self.ttl_s = min(float(ttl_s), MAX_TTL_S)
         self._clock = clock
         self._consumed: dict[str, float] = {}  # nonce -> expiry; kept until the token could no longer verify
+        self._expiries: list[tuple[float, str]] = []  # heap of (expiry, nonce): pruning costs O(log n)
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -178,8 +180,9 @@ class ConfirmationTokens:
         return claims
 
     def _prune(self, now: float) -> None:
-        for nonce in [n for n, exp in self._consumed.items() if exp <= now]:
-            del self._consumed[nonce]
+        while self._expiries and self._expiries[0][0] <= now:
+            _, nonce = heapq.heappop(self._expiries)
+            self._consumed.pop(nonce, None)
 
     def check(self, token: str, tool: str, args: Mapping[str, Any]) -> None:
         """Every check that needs no knowledge of the target, without consuming anything.
@@ -213,7 +216,9 @@ class ConfirmationTokens:
             self._check_fresh(claims)
             if claims["tv"] != current_target_version:
                 raise TokenRejected("target_changed")
-            self._consumed[claims["nonce"]] = float(claims["exp"])
+            expiry = float(claims["exp"])
+            self._consumed[claims["nonce"]] = expiry
+            heapq.heappush(self._expiries, (expiry, claims["nonce"]))
 
     def _verify_claims(self, token: str, tool: str, args: Mapping[str, Any]) -> dict[str, Any]:
         claims = self._decode(token)

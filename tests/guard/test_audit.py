@@ -106,3 +106,10 @@ def test_a_failing_disk_is_logged_and_the_record_is_still_kept(
         log.record("delete_contact", "executed")
     assert log.recent(1)[0]["decision"] == "executed"
     assert any("audit log write" in r.getMessage() for r in caplog.records)
+
+
+def test_an_argument_without_a_json_form_still_gets_recorded(tmp_path: Path) -> None:
+    log = AuditLog(tmp_path / "audit.jsonl")
+    entry = log.record("update_ticket", "executed", args={"ticket_id": "t1", "weight": float("nan")})
+    assert entry["args_digest"] is None
+    assert json.loads((tmp_path / "audit.jsonl").read_text(encoding="utf-8"))["args"]["ticket_id"] == "t1"
