@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from mcp import Client
 
 from klink_mcp.config import Settings
@@ -22,7 +24,7 @@ async def tool_table(settings: Settings, markdown: bool = True) -> str:
         kind = "read"
         if ann is not None and not ann.read_only_hint:
             kind = "destructive (confirmed)" if ann.destructive_hint else "write"
-        first = (tool.description or "").split(". ")[0].rstrip(".")
+        first = re.split(r"(?<!e\.g)\.\s", tool.description or "", maxsplit=1)[0].rstrip(".")
         rows.append((tool.name, kind, first))
     if not markdown:
         return "".join(f"{n:40} {k:24} {d}\n" for n, k, d in rows)
