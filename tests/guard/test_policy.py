@@ -111,3 +111,27 @@ def test_an_unknown_tool_has_no_policy() -> None:
         risk_of("drop_database", {})
     with pytest.raises(UnknownToolError):
         annotations_for("drop_database")
+
+
+def test_the_guard_package_never_imports_the_tool_layer_or_the_api_client() -> None:
+    import ast
+    from pathlib import Path
+
+    import klink_mcp.guard
+
+    offenders = []
+    for path in Path(klink_mcp.guard.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = (
+                [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else [alias.name for alias in node.names]
+                if isinstance(node, ast.Import)
+                else []
+            )
+            offenders += [
+                f"{path.name}: {name}"
+                for name in names
+                if name.startswith(("klink_mcp.tools", "klink_mcp.api"))
+            ]
+    assert offenders == []
