@@ -51,10 +51,12 @@ This module must not do network or socket I/O, and never writes the token anywhe
 from __future__ import annotations
 
 import copy
+import gc
 import hmac
 import json
 import logging
 import os
+import pickle
 import random
 import re
 from collections.abc import Awaitable, Callable, Iterable, Mapping
@@ -134,7 +136,7 @@ class SandboxTenant:
         """Raises:
         ValueError: the fixture is malformed.
         """
-        data: Dataset = build_dataset(seed, fixture)
+        data, latest = _cached_dataset(seed, fixture)
         self.seed = seed
         self.contact_fields = data.contact_fields
         self.ticket_fields = data.ticket_fields
@@ -157,7 +159,7 @@ class SandboxTenant:
         self._listeners: list[Listener] = []
         self._started_cache: dict[str, tuple[str, datetime]] = {}
         self.clock = TenantClock(REFERENCE_NOW, clock)
-        self.clock.raise_floor(self._latest_stamp())
+        self.clock.raise_floor(latest)
 
     # ------------------------------------------------------------------------------ constructors
 
@@ -332,19 +334,6 @@ class SandboxTenant:
             self._started_cache[log["id"]] = cached
         return cached[1]
 
-    def _latest_stamp(self) -> datetime:
-        latest = REFERENCE_NOW
-        for collection in (self.contacts, self.tickets, self.tags, self.channels):
-            for record in collection.values():
-                for key in ("updatedAt", "createdAt", "deletedAt"):
-                    value = record.get(key)
-                    if isinstance(value, str):
-                        try:
-                            latest = max(latest, parse_iso(value))
-                        except ValueError:
-                            continue
-        return latest
-
     # -------------------------------------------------------------------------- the request core
 
     def handle(
@@ -397,6 +386,49 @@ class SandboxTenant:
         handler, params = found
         request = ApiRequest(method, raw_path, params, dict(query), dict(headers), payload)
         return handler(self, request)
+
+
+_DATASETS: dict[str, tuple[bytes, datetime]] = {}
+_DATASET_CACHE_SIZE = 8
+
+
+def _cached_dataset(seed: int, fixture: Mapping[str, Any] | None) -> tuple[Dataset, datetime]:
+    """A fresh copy of the dataset for (seed, fixture), and the latest timestamp it holds.
+
+    Generating a tenant costs tens of milliseconds and every test builds one; a pickled copy
+    of the deterministic result restores in a few. Each tenant gets its own objects.
+    """
+    key = f"{seed}|{json.dumps(fixture, sort_keys=True, default=str) if fixture is not None else ''}"
+    cached = _DATASETS.get(key)
+    if cached is None:
+        built = build_dataset(seed, fixture)
+        cached = (pickle.dumps(built, protocol=pickle.HIGHEST_PROTOCOL), _latest_stamp(built))
+        if len(_DATASETS) >= _DATASET_CACHE_SIZE:
+            _DATASETS.pop(next(iter(_DATASETS)))
+        _DATASETS[key] = cached
+    # Unpickling thousands of small dicts would trigger several collections for nothing.
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        data: Dataset = pickle.loads(cached[0])  # noqa: S301 - bytes we pickled ourselves, in this process
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+    return data, cached[1]
+
+
+def _latest_stamp(data: Dataset) -> datetime:
+    latest = REFERENCE_NOW
+    for collection in (data.contacts, data.tickets, data.tags, data.channels):
+        for record in collection.values():
+            for key in ("updatedAt", "createdAt", "deletedAt"):
+                value = record.get(key)
+                if isinstance(value, str):
+                    try:
+                        latest = max(latest, parse_iso(value))
+                    except ValueError:
+                        continue
+    return latest
 
 
 def _authorized(header: str, token: SecretStr) -> bool:
