@@ -25,7 +25,13 @@ pytestmark = pytest.mark.anyio
 ROOT = Path(__file__).resolve().parent.parent
 SNAPS = Path(__file__).resolve().parent / "__toolsnaps__"
 REGISTRY_SCHEMA = ROOT.parent / "shared" / "registry" / "server.schema.json"
-COMPILED_TOOLS = ("create_contact", "update_contact", "create_ticket", "update_ticket", "update_ticket_status")
+COMPILED_TOOLS = (
+    "create_contact",
+    "update_contact",
+    "create_ticket",
+    "update_ticket",
+    "update_ticket_status",
+)
 
 
 async def _tools(tenant: SandboxTenant) -> list[Any]:
@@ -93,7 +99,10 @@ async def test_destructive_tools_are_exactly_the_guarded_tools() -> None:
 async def test_every_prompt_renders_with_its_arguments() -> None:
     prompts = load_prompts()
     assert {p.name for p in prompts} >= {
-        "triage_open_tickets", "summarize_customer_history", "draft_ticket_reply", "find_customer",
+        "triage_open_tickets",
+        "summarize_customer_history",
+        "draft_ticket_reply",
+        "find_customer",
         "weekly_cx_report",
     }
     async with Client(make_server(SandboxTenant.seeded())) as client:

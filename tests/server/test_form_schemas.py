@@ -53,9 +53,25 @@ async def test_create_contact_schema_is_typed_from_the_form(client: Client, tena
         assert flat[name]["type"] == "number"
     for name in by_type.get("multiselect", []):
         assert flat[name]["type"] == "array" and flat[name]["uniqueItems"] is True
-    unknown = [n for t, names in by_type.items() if t not in {
-        "text", "textarea", "number", "date", "datetime", "select", "multiselect", "checkbox", "email", "phone", "url"
-    } for n in names]
+    unknown = [
+        n
+        for t, names in by_type.items()
+        if t
+        not in {
+            "text",
+            "textarea",
+            "number",
+            "date",
+            "datetime",
+            "select",
+            "multiselect",
+            "checkbox",
+            "email",
+            "phone",
+            "url",
+        }
+        for n in names
+    ]
     assert unknown, "the sandbox tenant has a field of an unknown type"
     for name in unknown:
         assert flat[name]["type"] == "string"
@@ -71,13 +87,18 @@ async def test_invalid_custom_value_names_field_and_options_and_sends_nothing(
     client: Client, tenant: SandboxTenant
 ) -> None:
     select = next(
-        f for f in tenant.contact_fields
-        if f["type"] == "select" and not f.get("is_default") and not f.get("is_archived") and len(f["options"]) <= 40
+        f
+        for f in tenant.contact_fields
+        if f["type"] == "select"
+        and not f.get("is_default")
+        and not f.get("is_archived")
+        and len(f["options"]) <= 40
     )
     contact = next(iter(tenant.contacts.values()))
     tenant.reset_requests()
     result = await client.call_tool(
-        "update_contact", {"contact_id": contact["id"], "custom_fields": {select["system_name"]: "not-an-option"}}
+        "update_contact",
+        {"contact_id": contact["id"], "custom_fields": {select["system_name"]: "not-an-option"}},
     )
     assert result.is_error
     text = result.content[0].text

@@ -45,7 +45,9 @@ async def test_list_contacts_rejects_page_size_over_100(client: Client) -> None:
     assert result.is_error
 
 
-async def test_get_contact_returns_detail_and_unknown_id_is_not_found(client: Client, tenant: SandboxTenant) -> None:
+async def test_get_contact_returns_detail_and_unknown_id_is_not_found(
+    client: Client, tenant: SandboxTenant
+) -> None:
     contact = a_contact(tenant)
     detail = sc(await client.call_tool("get_contact", {"contact_id": contact["id"]}))
     assert detail["id"] == contact["id"]
@@ -66,7 +68,9 @@ async def test_find_contacts_by_social_platform_id(client: Client, tenant: Sandb
     spid = contact["platformContacts"][0]["socialPlatformId"]
     found = sc(await client.call_tool("find_contacts_by_social_platform_id", {"social_platform_id": spid}))
     assert contact["id"] in {c["id"] for c in found["items"]}
-    none = sc(await client.call_tool("find_contacts_by_social_platform_id", {"social_platform_id": "nobody-here"}))
+    none = sc(
+        await client.call_tool("find_contacts_by_social_platform_id", {"social_platform_id": "nobody-here"})
+    )
     assert none["items"] == []
 
 
@@ -101,7 +105,9 @@ async def test_create_contact_without_required_name_fails(client: Client, tenant
 
 async def test_update_contact_changes_only_given_fields(client: Client, tenant: SandboxTenant) -> None:
     contact = a_contact(tenant)
-    result = sc(await client.call_tool("update_contact", {"contact_id": contact["id"], "address": "1 New Road"}))
+    result = sc(
+        await client.call_tool("update_contact", {"contact_id": contact["id"], "address": "1 New Road"})
+    )
     assert result["status"] == "done"
     assert tenant.contacts[contact["id"]]["address"] == "1 New Road"
     empty = await client.call_tool("update_contact", {"contact_id": contact["id"]})
@@ -126,12 +132,16 @@ async def test_merge_tags_runs_without_confirmation(client: Client, tenant: Sand
     assert result["status"] == "done" and "followup" in result["tags"]
 
 
-async def test_remove_tags_needs_confirmation_and_changes_nothing(client: Client, tenant: SandboxTenant) -> None:
+async def test_remove_tags_needs_confirmation_and_changes_nothing(
+    client: Client, tenant: SandboxTenant
+) -> None:
     contact = next(c for c in tenant.contacts.values() if c.get("tags") and not c.get("deletedAt"))
     tag = contact["tags"][0]["name"]
     tenant.reset_requests()
     result = sc(
-        await client.call_tool("update_contact_tags", {"contact_id": contact["id"], "action": "REMOVE", "tags": [tag]})
+        await client.call_tool(
+            "update_contact_tags", {"contact_id": contact["id"], "action": "REMOVE", "tags": [tag]}
+        )
     )
     assert result["status"] == "confirmation_required"
     assert result["confirmation_token"]
@@ -171,15 +181,24 @@ async def test_create_update_and_resolve_a_ticket(client: Client, tenant: Sandbo
     created = sc(
         await client.call_tool(
             "create_ticket",
-            {"contact_id": contact["id"], "title": "Parcel missing", "description": "Where is it?", "priority": "high"},
+            {
+                "contact_id": contact["id"],
+                "title": "Parcel missing",
+                "description": "Where is it?",
+                "priority": "high",
+            },
         )
     )
     assert created["status"] == "done"
     ticket_id = created["ticket"]["id"]
     assert tenant.tickets[ticket_id]["contactId"] == contact["id"]
-    updated = sc(await client.call_tool("update_ticket", {"ticket_id": ticket_id, "title": "Parcel still missing"}))
+    updated = sc(
+        await client.call_tool("update_ticket", {"ticket_id": ticket_id, "title": "Parcel still missing"})
+    )
     assert updated["ticket"]["title"] == "Parcel still missing"
-    resolved = sc(await client.call_tool("update_ticket_status", {"ticket_id": ticket_id, "status": "resolved"}))
+    resolved = sc(
+        await client.call_tool("update_ticket_status", {"ticket_id": ticket_id, "status": "resolved"})
+    )
     assert resolved["ticket"]["status"] == "resolved"
     bad = await client.call_tool("update_ticket_status", {"ticket_id": ticket_id, "status": "vanished"})
     assert bad.is_error
@@ -205,12 +224,15 @@ async def test_list_cx_logs_in_a_range_and_bad_range(client: Client) -> None:
     )
     assert error_code(backwards) == "validation"
     bad_zone = await client.call_tool(
-        "list_cx_logs", {"start": "2026-09-01T00:00:00", "end": "2026-09-02T00:00:00", "timezone": "Mars/Base"}
+        "list_cx_logs",
+        {"start": "2026-09-01T00:00:00", "end": "2026-09-02T00:00:00", "timezone": "Mars/Base"},
     )
     assert error_code(bad_zone) == "validation"
 
 
-async def test_send_message_needs_confirmation_and_sends_nothing(client: Client, tenant: SandboxTenant) -> None:
+async def test_send_message_needs_confirmation_and_sends_nothing(
+    client: Client, tenant: SandboxTenant
+) -> None:
     contact = a_contact(tenant)
     tenant.reset_requests()
     result = sc(await client.call_tool("send_message", {"contact_id": contact["id"], "message": "Hello!"}))
@@ -226,10 +248,14 @@ async def test_delete_contact_with_token_runs_once(client: Client, tenant: Sandb
     first = sc(await client.call_tool("delete_contact", {"contact_id": contact["id"]}))
     assert first["status"] == "confirmation_required" and first["preview"]["irreversible"] is True
     token = first["confirmation_token"]
-    done = sc(await client.call_tool("delete_contact", {"contact_id": contact["id"], "confirmation_token": token}))
+    done = sc(
+        await client.call_tool("delete_contact", {"contact_id": contact["id"], "confirmation_token": token})
+    )
     assert done["status"] == "done" and done["deleted_contact_id"] == contact["id"]
     assert tenant.contacts[contact["id"]]["deletedAt"]
-    replay = await client.call_tool("delete_contact", {"contact_id": contact["id"], "confirmation_token": token})
+    replay = await client.call_tool(
+        "delete_contact", {"contact_id": contact["id"], "confirmation_token": token}
+    )
     assert replay.is_error
 
 

@@ -39,7 +39,9 @@ async def test_stdio_subprocess_lists_and_calls_tools() -> None:
 
 
 async def test_stdio_read_only_hides_write_tools_and_refuses_them() -> None:
-    params = StdioServerParameters(command=sys.executable, args=["-m", "klink_mcp", "--read-only"], env=_env())
+    params = StdioServerParameters(
+        command=sys.executable, args=["-m", "klink_mcp", "--read-only"], env=_env()
+    )
     with anyio.fail_after(60):
         async with Client(params, mode="legacy") as client:
             names = {t.name for t in (await client.list_tools()).tools}
@@ -49,20 +51,17 @@ async def test_stdio_read_only_hides_write_tools_and_refuses_them() -> None:
             assert refused.is_error
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-async def _serve(app: Any, port: int) -> AsyncIterator[str]:
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+async def _serve(app: Any) -> AsyncIterator[str]:
+    # The socket listens before the server task starts, so clients may connect at once: the kernel
+    # queues them until uvicorn (after the app's lifespan startup) accepts. No polling needed.
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(64)
+    port = sock.getsockname()[1]
+    config = uvicorn.Config(app, log_level="warning", lifespan="on")
     server = uvicorn.Server(config)
     async with anyio.create_task_group() as tg:
-        tg.start_soon(server.serve)
-        with anyio.fail_after(10):
-            while not server.started:
-                await anyio.sleep(0.01)
+        tg.start_soon(server.serve, [sock])
         yield f"http://127.0.0.1:{port}"
         server.should_exit = True
 
@@ -71,7 +70,7 @@ async def _serve(app: Any, port: int) -> AsyncIterator[str]:
 async def http_url() -> AsyncIterator[str]:
     server = make_server(SandboxTenant.seeded())
     app = build_http_app(server, make_settings(), "127.0.0.1")
-    async for url in _serve(app, _free_port()):
+    async for url in _serve(app):
         yield url
 
 
@@ -89,9 +88,13 @@ async def test_http_rejects_bad_host_with_421_and_bad_origin_with_403(http_url: 
     body = {"jsonrpc": "2.0", "id": 1, "method": "ping", "params": {}}
     headers = {"accept": "application/json, text/event-stream", "content-type": "application/json"}
     async with httpx2.AsyncClient() as http:
-        bad_host = await http.post(f"{http_url}/mcp", json=body, headers={**headers, "host": "evil.example:80"})
+        bad_host = await http.post(
+            f"{http_url}/mcp", json=body, headers={**headers, "host": "evil.example:80"}
+        )
         assert bad_host.status_code == 421
-        bad_origin = await http.post(f"{http_url}/mcp", json=body, headers={**headers, "origin": "http://evil.example"})
+        bad_origin = await http.post(
+            f"{http_url}/mcp", json=body, headers={**headers, "origin": "http://evil.example"}
+        )
         assert bad_origin.status_code == 403
 
 
@@ -99,7 +102,7 @@ async def test_http_bearer_token_is_required_when_configured() -> None:
     server = make_server(SandboxTenant.seeded())
     settings = make_settings(http_auth_token="s3cret-http-token")
     app = build_http_app(server, settings, "127.0.0.1")
-    async for url in _serve(app, _free_port()):
+    async for url in _serve(app):
         async with httpx2.AsyncClient() as http:
             denied = await http.post(f"{url}/mcp", json={}, headers={"accept": "application/json"})
             assert denied.status_code == 401
@@ -113,4 +116,4 @@ async def test_http_bearer_token_is_required_when_configured() -> None:
 def test_cli_refuses_to_bind_beyond_loopback_without_a_token() -> None:
     from klink_mcp.cli import main
 
-    assert main(["serve", "--http", "--host", "0.0.0.0", "--port", "1"]) == 2  # noqa: S104
+    assert main(["serve", "--http", "--host", "0.0.0.0", "--port", "1"]) == 2
