@@ -7,6 +7,9 @@ from collections.abc import Callable
 from typing import Any
 
 import anyio
+import pytest
+from mcp import Client, MCPDeprecationWarning
+from mcp.types import ResourceUpdatedNotification
 
 from klink_mcp.webhooks.events import compute_signature
 
@@ -58,3 +61,39 @@ async def wait_until(predicate: Callable[[], bool], *, within_s: float = 5.0) ->
         while not predicate():
             await anyio.lowlevel.checkpoint()
             await anyio.sleep(0.001)
+
+
+class LegacyInbox:
+    """Collects notifications/resources/updated on a handshake-era client."""
+
+    def __init__(self) -> None:
+        self.uris: list[str] = []
+        self._changed = anyio.Event()
+
+    async def __call__(self, message: Any) -> None:
+        if isinstance(message, ResourceUpdatedNotification):
+            self.uris.append(message.params.uri)
+            self._changed.set()
+
+    async def wait_for(self, uri: str) -> None:
+        with anyio.fail_after(5):
+            while uri not in self.uris:
+                self._changed = anyio.Event()
+                await self._changed.wait()
+
+
+async def legacy_subscribe(client: Client, uri: str) -> None:
+    with pytest.warns(MCPDeprecationWarning):  # the verb is removed at 2026-07-28, valid for legacy servers
+        await client.subscribe_resource(uri)
+
+
+async def legacy_unsubscribe(client: Client, uri: str) -> None:
+    with pytest.warns(MCPDeprecationWarning):
+        await client.unsubscribe_resource(uri)
+
+
+async def call_list(client: Client, **arguments: Any) -> dict[str, Any]:
+    result = await client.call_tool("list_recent_events", arguments)
+    assert not result.is_error, result.content
+    assert result.structured_content is not None
+    return result.structured_content

@@ -10,10 +10,10 @@ from typing import Any
 
 import anyio
 import pytest
-from mcp import Client, MCPDeprecationWarning
+from mcp import Client
 from mcp.client.subscriptions import ResourceUpdated
 from mcp.server import MCPServer
-from mcp.types import ResourceUpdatedNotification, TextResourceContents
+from mcp.types import TextResourceContents
 
 from klink_mcp.content import FENCE_TAG
 from klink_mcp.webhooks.hub import EventHub
@@ -26,7 +26,7 @@ from klink_mcp.webhooks.surface import (
     resource_subscriptions,
 )
 
-from ._support import event_dict
+from ._support import LegacyInbox, call_list, event_dict, legacy_subscribe, legacy_unsubscribe
 
 pytestmark = pytest.mark.anyio
 
@@ -40,46 +40,10 @@ def server(hub: EventHub) -> MCPServer[Any]:
     return mcp
 
 
-class LegacyInbox:
-    """Collects notifications/resources/updated on a handshake-era client."""
-
-    def __init__(self) -> None:
-        self.uris: list[str] = []
-        self._changed = anyio.Event()
-
-    async def __call__(self, message: Any) -> None:
-        if isinstance(message, ResourceUpdatedNotification):
-            self.uris.append(message.params.uri)
-            self._changed.set()
-
-    async def wait_for(self, uri: str) -> None:
-        with anyio.fail_after(5):
-            while uri not in self.uris:
-                self._changed = anyio.Event()
-                await self._changed.wait()
-
-
-async def legacy_subscribe(client: Client, uri: str) -> None:
-    with pytest.warns(MCPDeprecationWarning):  # the verb is removed at 2026-07-28, valid for legacy servers
-        await client.subscribe_resource(uri)
-
-
-async def legacy_unsubscribe(client: Client, uri: str) -> None:
-    with pytest.warns(MCPDeprecationWarning):
-        await client.unsubscribe_resource(uri)
-
-
 @pytest.fixture(params=ERAS)
 async def client(request: pytest.FixtureRequest, server: MCPServer[Any]) -> AsyncIterator[Client]:
     async with Client(server, mode=request.param) as c:
         yield c
-
-
-async def call_list(client: Client, **arguments: Any) -> dict[str, Any]:
-    result = await client.call_tool("list_recent_events", arguments)
-    assert not result.is_error, result.content
-    assert result.structured_content is not None
-    return result.structured_content
 
 
 async def test_the_tool_is_read_only_local_and_every_parameter_is_described(client: Client) -> None:
