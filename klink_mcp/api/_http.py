@@ -346,7 +346,12 @@ def _as_int(value: Any) -> int | None:
 
 
 def _raise_if_failure(payload: Mapping[str, Any], http_status: int, operation: str) -> None:
-    """Some envelopes report failure inside a 2xx: {"success": false} or {"status": "error" | 4xx}."""
+    """Some envelopes report failure inside a 2xx: {"success": false} or {"status": "error" | 4xx}.
+
+    Only envelopes are inspected: a bare record may well have a `status` of its own.
+    """
+    if not ("data" in payload or "success" in payload or ("status" in payload and "message" in payload)):
+        return
     status = payload.get("status")
     failed = payload.get("success") is False
     failed = failed or (isinstance(status, str) and status.strip().lower() in _FAILURE_WORDS)
@@ -674,10 +679,11 @@ class HttpCore:
         self.stats.attempts += 1
         self.stats.max_attempts_per_call = max(self.stats.max_attempts_per_call, attempt)
         outcome = str(status) if status is not None else type(error).__name__
+        # The template, not the filled path: ids can be phone numbers (WhatsApp platform ids).
         log.debug(
             "%s %s -> %s in %.1f ms (attempt %d/%d%s)",
             op.method,
-            path,
+            op.path,
             outcome,
             elapsed_ms,
             attempt,

@@ -85,11 +85,13 @@ def _optional_text(value: object, field: str) -> str | None:
     return None if value is None else _text(value, field, required=False)
 
 
-def _body(value: object, field: str = "body") -> dict[str, Any]:
+def _body(value: object, field: str = "body", *, changes: bool = False) -> dict[str, Any]:
     if not isinstance(value, Mapping):
         raise KlinkInputError(field, f"must be an object (dict), got {type(value).__name__}")
     if not all(isinstance(key, str) for key in value):
         raise KlinkInputError(field, "keys must be strings")
+    if changes and not value:
+        raise KlinkInputError(field, "names no change")
     return dict(value)
 
 
@@ -192,8 +194,12 @@ class KlinkClient:
             ConfigError: empty token, a base URL that is not http(s), or a non-positive limit.
         """
         secret = token if isinstance(token, SecretStr) else SecretStr(token)
-        if not secret.get_secret_value().strip():
+        value = secret.get_secret_value()
+        if not value.strip():
             raise ConfigError("the K-LINK API token is empty")
+        if not all(33 <= ord(ch) < 127 for ch in value):
+            # Caught here because the HTTP stack's own error would quote the header, token and all.
+            raise ConfigError("the K-LINK API token contains spaces or characters a header cannot carry")
         if page_concurrency < 1:
             raise ConfigError("page_concurrency must be at least 1")
         self._token = secret
@@ -403,7 +409,7 @@ class KlinkClient:
         Raises:
             KlinkInputError, NotFound, KlinkAPIError, KlinkConnectionError.
         """
-        body = _body(body)
+        body = _body(body, changes=True)
         data = await self._http.call("update_contact", path_params=_id(contact_id, "contact_id"), body=body)
         return _one(Contact, data, "update_contact", write=True)
 
@@ -565,7 +571,7 @@ class KlinkClient:
         Raises:
             KlinkInputError, NotFound, KlinkAPIError, KlinkConnectionError.
         """
-        body = _body(body)
+        body = _body(body, changes=True)
         data = await self._http.call("update_ticket", path_params=_id(ticket_id, "ticket_id"), body=body)
         return _one(Ticket, data, "update_ticket", write=True)
 

@@ -111,6 +111,8 @@ class PlatformContact(WireModel):
     channel_id: str | None = None
     social_platform_id: str | None = None
     type: str | None = None
+    created_at: str | None = None
+    updated_at: str | None = None
 
 
 class TagRef(WireModel):

@@ -64,6 +64,11 @@ def test_plain_list_operations_accept_every_known_envelope(payload: Any) -> None
     assert unwrap(payload, op=CATALOG["list_tags"], http_status=200) == ITEMS
 
 
+def test_a_bare_record_with_a_status_of_its_own_is_not_mistaken_for_a_failure() -> None:
+    channel = {"id": "ch1", "name": "Broken inbox", "status": "error"}
+    assert unwrap(channel, op=CATALOG["create_channel"], http_status=201) == channel
+
+
 def test_a_paged_operation_given_a_single_object_is_an_api_error() -> None:
     with pytest.raises(errors.KlinkAPIError, match="expected a list"):
         unwrap({"data": {"id": "x"}}, op=CATALOG["list_tickets"], http_status=200)

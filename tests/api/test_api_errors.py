@@ -140,6 +140,16 @@ async def test_the_token_is_not_in_the_client_repr_nor_in_debug_logs(
     assert "ann@example.com" not in logged  # query strings carry customer data: never logged
 
 
+async def test_debug_logs_show_the_path_template_not_ids_that_may_be_phone_numbers(
+    make_client: Callable[..., KlinkClient], caplog: pytest.LogCaptureFixture
+) -> None:
+    client = make_client(Script((200, {"status": "success", "data": []})))
+    caplog.set_level(logging.DEBUG, logger="klink_mcp.api")
+    await client.find_contacts_by_social_platform_id("6591234567")
+    assert "GET /api/v1/contacts/social-platform/{socialPlatformId} -> 200" in caplog.text
+    assert "6591234567" not in caplog.text
+
+
 async def test_the_request_carries_bearer_auth_user_agent_and_accept(
     make_client: Callable[..., KlinkClient],
 ) -> None:
@@ -222,3 +232,13 @@ async def test_a_bad_base_url_is_a_configuration_error() -> None:
         KlinkClient("ftp://k.test", TOKEN, transport=httpx2.MockTransport(Script((200, {}))))
     with pytest.raises(ConfigError):
         KlinkClient("https://k.test", " ", transport=httpx2.MockTransport(Script((200, {}))))
+
+
+@pytest.mark.parametrize("token", ["kpt_abc\r\nX-Evil: 1", "kpt abc", "kpt_ü"])
+def test_a_token_a_header_cannot_carry_is_refused_without_repeating_it(token: str) -> None:
+    from klink_mcp.config import ConfigError
+
+    with pytest.raises(ConfigError) as caught:
+        KlinkClient("https://k.test", token, transport=httpx2.MockTransport(Script((200, {}))))
+    assert token not in str(caught.value)
+    assert "abc" not in str(caught.value)

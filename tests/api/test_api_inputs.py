@@ -90,6 +90,8 @@ WRONG_CALLS: list[tuple[str, str, Callable[[KlinkClient], Awaitable[object]]]] =
     ("body a list", "body", lambda c: c.create_contact([{"name": "x"}])),  # type: ignore[arg-type]
     ("body a string", "body", lambda c: c.create_ticket("title")),  # type: ignore[arg-type]
     ("body not JSON", "body", lambda c: c.update_contact("c1", {"when": datetime.now(UTC)})),
+    ("empty contact update", "body", lambda c: c.update_contact("c1", {})),
+    ("empty ticket update", "body", lambda c: c.update_ticket("t1", {})),
     ("body with NaN", "body", lambda c: c.update_ticket("t1", {"cf_amount": float("nan")})),
     ("body non-text keys", "body", lambda c: c.create_contact({1: "x"})),  # type: ignore[dict-item]
     ("unknown tag action", "action", lambda c: c.update_contact_tags("c1", action="ADD", tags=["a"])),  # type: ignore[arg-type]

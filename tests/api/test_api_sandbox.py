@@ -350,6 +350,18 @@ async def test_a_slow_body_times_out_a_read_within_its_attempts(sandbox: Sandbox
     assert client.stats.attempts == 2
 
 
+async def test_a_body_trickling_in_cannot_outlive_the_call_deadline(sandbox: Sandbox) -> None:
+    transport = (
+        SandboxTransport(sandbox.tenant, token=DEFAULT_TOKEN) if sandbox.kind == "in_process" else None
+    )
+    sandbox.tenant.faults = FaultConfig(slow_body_s=30.0)
+    async with KlinkClient(sandbox.url, DEFAULT_TOKEN, transport=transport, call_deadline_s=0.2) as client:
+        with anyio.fail_after(10), pytest.raises(errors.KlinkTimeout, match="call deadline"):
+            await client.list_tags()
+        sandbox.tenant.faults = FaultConfig()
+        assert await client.list_tags()  # the abandoned connection did not poison the pool
+
+
 # ---------------------------------------------------------------------------------------- input
 
 BAD_CALLS: list[tuple[str, Callable[[KlinkClient], Awaitable[object]]]] = [
