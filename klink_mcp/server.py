@@ -12,6 +12,7 @@ sandbox tenant in-process.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -21,6 +22,7 @@ from typing import Any
 import anyio
 import httpx2
 from mcp.server import MCPServer
+from mcp.server.mcpserver import RequestStateSecurity
 from mcp.server.subscriptions import InMemorySubscriptionBus
 from mcp.shared.subscriptions import ToolsListChanged
 
@@ -181,6 +183,7 @@ def build_server(
 
     mcp: MCPServer[Any] = MCPServer(
         "klink-mcp",
+        request_state_security=_request_state_security(settings),
         title="K-LINK",
         version=__version__,
         instructions=INSTRUCTIONS,
@@ -231,6 +234,16 @@ async def _register_form_tools(
         else:
             tickets.register_form_tools(mcp, state, schema)
     _apply_filters(mcp, state.settings)
+
+
+def _request_state_security(settings: Settings) -> RequestStateSecurity | None:
+    """Replicas sharing KLINK_GUARD_SECRET also share the key that seals 2026-era request state."""
+    if settings.guard_secret is None:
+        return None  # the SDK's per-process key
+    key = hashlib.sha256(
+        b"klink-mcp request-state|" + settings.guard_secret.get_secret_value().encode()
+    ).digest()
+    return RequestStateSecurity(keys=[key])
 
 
 async def _follow_events(hub: EventHub) -> None:

@@ -9,8 +9,9 @@ from mcp.server.mcpserver import Context
 from mcp.types import InputRequiredResult
 from pydantic import Field
 
+from klink_mcp.content import sanitize_text
 from klink_mcp.tools import previews
-from klink_mcp.tools._common import ServerState, WriteOutcome, register_tool, run_guarded
+from klink_mcp.tools._common import ServerState, ToolFailure, WriteOutcome, register_tool, run_guarded
 from klink_mcp.tools.contacts import ConfirmationToken, ContactId
 from klink_mcp.tools.views import SentMessageView, raw_dict
 
@@ -36,7 +37,14 @@ def register(mcp: MCPServer[Any], state: ServerState) -> None:
         message_type: Annotated[Literal["text"], Field(description="Only 'text' is supported.")] = "text",
         confirmation_token: ConfirmationToken = None,
     ) -> SendMessageOutcome | InputRequiredResult:
-        text = message.strip()
+        # What is sent is exactly what the preview showed: invisible/bidi characters never reach a customer.
+        text = sanitize_text(message).strip()
+        if not text:
+            raise ToolFailure(
+                "validation",
+                "message: the text is empty once invisible characters are removed.",
+                fields=["message"],
+            )
         args = {"contact_id": contact_id, "message": text, "message_type": message_type}
 
         async def execute() -> SentMessageView:

@@ -9,13 +9,17 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from klink_mcp.guard.preview import Preview, PreviewTarget, mask_email, mask_phone
+from klink_mcp.guard.preview import Preview, PreviewTarget, mask_email, mask_phone, quote
 from klink_mcp.tools.views import contact_detail, raw_dict
 
 if TYPE_CHECKING:
     from klink_mcp.tools._common import ServerState
 
 OPEN_STATUSES = {"open", "in progress", "pending"}
+
+
+def _who(target: PreviewTarget, contact_id: str) -> str:
+    return quote(target.name) if target.name else contact_id
 
 
 async def _contact_target(state: ServerState, contact_id: str) -> tuple[PreviewTarget, str | None, Any]:
@@ -40,7 +44,7 @@ async def delete_contact(state: ServerState, contact_id: str) -> Preview:
         details["note"] = "open-ticket count covers the 100 most recent tickets"
     return Preview(
         action="Delete contact",
-        summary=f"Delete the contact {target.name or contact_id} and their profile. This cannot be undone.",
+        summary=f"Delete the contact {_who(target, contact_id)} and their profile. This cannot be undone.",
         target=target,
         details=details,
         irreversible=True,
@@ -52,7 +56,7 @@ async def send_message(state: ServerState, contact_id: str, message: str, messag
     target, version, view = await _contact_target(state, contact_id)
     return Preview(
         action="Send message",
-        summary=f"Send this message to {target.name or contact_id} on {view.channel or 'their channel'}. "
+        summary=f"Send this message to {_who(target, contact_id)} on {view.channel or 'their channel'}. "
         "The customer receives it immediately; it cannot be unsent.",
         target=target,
         details={"message": message, "channel": view.channel or "unknown", "message_type": message_type},
@@ -75,7 +79,7 @@ async def contact_tags(state: ServerState, contact_id: str, action: str, tags: l
         after = sorted(current | set(tags))
     return Preview(
         action=f"{action.title()} contact tags",
-        summary=f"{action} tags on {target.name or contact_id}: removes {len(removed)} tag(s).",
+        summary=f"{action} tags on {_who(target, contact_id)}: removes {len(removed)} tag(s).",
         target=target,
         details={
             "tags_removed": ", ".join(removed) or "(none)",
@@ -90,7 +94,7 @@ async def for_contact(state: ServerState, contact_id: str, action: str, body: di
     target, version, _ = await _contact_target(state, contact_id)
     return Preview(
         action=action,
-        summary=f"{action} {target.name or contact_id}: {', '.join(sorted(body)) or 'no fields'}.",
+        summary=f"{action} {_who(target, contact_id)}: {', '.join(sorted(body)) or 'no fields'}.",
         target=target,
         details={k: str(v)[:200] for k, v in body.items()},
         irreversible=False,

@@ -263,3 +263,19 @@ async def test_refresh_form_schemas_reports_counts(client: Client) -> None:
     result = sc(await client.call_tool("refresh_form_schemas", {}))
     assert result["contact_fields"] >= 39 and result["ticket_fields"] >= 15
     assert result["changed"] == [] and result["problem"] is None
+
+
+async def test_confirmed_message_is_sent_exactly_as_previewed_without_invisible_characters(
+    client: Client, tenant: SandboxTenant
+) -> None:
+    contact = a_contact(tenant)
+    raw = "Hello\u202e there\u200b!"
+    first = sc(await client.call_tool("send_message", {"contact_id": contact["id"], "message": raw}))
+    shown = first["preview"]["details"]["message"]
+    before = len(tenant.messages)
+    args = {"contact_id": contact["id"], "message": raw, "confirmation_token": first["confirmation_token"]}
+    done = sc(await client.call_tool("send_message", args))
+    assert done["status"] == "done" and done["sent"]["contact_id"] == contact["id"]
+    sent = list(tenant.messages.values())[-1] if isinstance(tenant.messages, dict) else tenant.messages[-1]
+    assert len(tenant.messages) == before + 1
+    assert sent["message"] == "Hello there!" == shown
