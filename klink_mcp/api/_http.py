@@ -445,29 +445,27 @@ def _ambiguous(op: Operation, why: str, *, status: int | None = None) -> Ambiguo
 
 
 def _classify_transport_error(exc: httpx2.TransportError, op: Operation, scrub: _Scrubber) -> _Failure:
-    what = type(exc).__name__
+    """Whether a failed exchange may be repeated depends on whether its bytes may have left."""
     detail = scrub(str(exc))[:200]
-    if detail:
-        what = f"{what}: {detail}"
-    error: KlinkError
+    what = f"{type(exc).__name__}: {detail}" if detail else type(exc).__name__
+    timeout_or_connection = KlinkTimeout if isinstance(exc, httpx2.TimeoutException) else KlinkConnectionError
+    failure: _Failure
     if isinstance(exc, _NOT_SENT):
-        kind = KlinkTimeout if isinstance(exc, httpx2.TimeoutException) else KlinkConnectionError
-        error, retryable = (
-            kind(f"could not connect to K-LINK ({what}); nothing was sent", operation=op.name),
-            True,
-        )
+        message = f"could not connect to K-LINK ({what}); nothing was sent"
+        failure = _Failure(timeout_or_connection(message, operation=op.name), retryable=True)
     elif isinstance(exc, _LOCAL_FAILURE):
-        error, retryable = (
-            KlinkConnectionError(f"request to K-LINK failed ({what})", operation=op.name),
-            False,
+        failure = _Failure(
+            KlinkConnectionError(f"request to K-LINK failed ({what})", operation=op.name), retryable=False
         )
     elif not op.idempotent:
-        error, retryable = _ambiguous(op, f"the connection failed after the request was sent ({what})"), False
+        failure = _Failure(
+            _ambiguous(op, f"the connection failed after the request was sent ({what})"), retryable=False
+        )
     else:
-        kind = KlinkTimeout if isinstance(exc, httpx2.TimeoutException) else KlinkConnectionError
-        error, retryable = kind(f"no answer from K-LINK ({what})", operation=op.name), True
-    error.__cause__ = exc
-    return _Failure(error, retryable=retryable)
+        message = f"no answer from K-LINK ({what})"
+        failure = _Failure(timeout_or_connection(message, operation=op.name), retryable=True)
+    failure.error.__cause__ = exc
+    return failure
 
 
 class HttpCore:
@@ -604,7 +602,9 @@ class HttpCore:
     ) -> httpx2.Response:
         remaining = deadline - self._clock()
         if remaining <= 0:
-            raise _Failure(self._deadline_error(op), retryable=False)
+            # Only reachable after retries, which a write gets only when nothing was sent.
+            why = f"the call deadline ({self._call_deadline_s:g} s) ran out before another attempt"
+            raise _Failure(KlinkTimeout(why, operation=op.name), retryable=False)
         timeout = httpx2.Timeout(
             connect=min(self._connect_timeout_s, remaining),
             read=min(self._read_timeout_s, remaining),

@@ -310,3 +310,19 @@ async def test_a_create_that_gets_no_answer_by_the_deadline_is_ambiguous() -> No
     async with client:
         with anyio.fail_after(5), pytest.raises(errors.AmbiguousWriteError):
             await client.create_contact({"name": "Ann"})
+
+
+async def test_a_wait_that_overruns_the_deadline_ends_the_call_without_another_attempt(
+    make_client: Callable[..., KlinkClient],
+) -> None:
+    clock = FakeTime()
+
+    async def oversleep(seconds: float) -> None:
+        clock.now += seconds + 10  # a sleep that returns late (a suspended laptop, an overloaded loop)
+
+    script = Script(httpx2.ConnectError("refused"), TICKET_OK)
+    client = make_client(script, sleep=oversleep, clock=clock.clock, call_deadline_s=5)
+    with pytest.raises(errors.KlinkTimeout, match="ran out before another attempt") as caught:
+        await client.create_ticket(NEW_TICKET)
+    assert not isinstance(caught.value, errors.AmbiguousWriteError)  # nothing was ever sent
+    assert len(script.requests) == 1
