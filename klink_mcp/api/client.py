@@ -301,7 +301,8 @@ class KlinkClient:
         if max_items is not None:
             max_items = _int(max_items, "max_items", low=1)
         first = await fetch_page(1, page_size)
-        size = first.page_size if first.page_size > 0 else page_size
+        # A server that caps the page size numbers its pages by its own size: follow it, or pages overlap.
+        size = min(first.page_size, MAX_PAGE_SIZE) if first.page_size > 0 else page_size
         last = first.last_page
         if max_items is not None:
             last = min(last, math.ceil(max_items / size))
@@ -310,7 +311,7 @@ class KlinkClient:
             last = MAX_PAGES
         pages: list[list[T]] = [list(first.items)] + [[] for _ in range(2, last + 1)]
         if last > 1:
-            await self._fetch_rest(fetch_page, page_size, last, pages)
+            await self._fetch_rest(fetch_page, size, last, pages)
         return _dedupe([item for items in pages for item in items])[:max_items]
 
     async def _fetch_rest(

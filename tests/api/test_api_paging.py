@@ -109,3 +109,18 @@ async def test_all_form_fields_reads_every_page_with_the_largest_page_size(
     assert sorted(r.url.params["page"] for r in script.requests) == ["1", "2", "3"]
     assert {r.url.params["pageSize"] for r in script.requests} == {"100"}
     assert {r.url.path for r in script.requests} == {"/api/v1/tickets/fields"}
+
+
+async def test_a_server_that_caps_the_page_size_is_followed_so_pages_do_not_overlap(
+    client: KlinkClient,
+) -> None:
+    source = Pages(120)
+    capped: list[int] = []
+
+    async def at_most_25(page: int, page_size: int) -> Page[int]:
+        capped.append(page_size)
+        return await source(page, min(page_size, 25))
+
+    items = await client.fetch_all_pages(at_most_25, page_size=100)
+    assert items == list(range(120))
+    assert capped == [100, 25, 25, 25, 25]
