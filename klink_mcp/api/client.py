@@ -105,7 +105,7 @@ def _zone(value: object) -> ZoneInfo:
     name = _text(value, "timezone")
     try:
         return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, OSError):
         raise KlinkInputError(
             "timezone", f"{name!r} is not a known IANA time zone (e.g. Asia/Singapore)"
         ) from None
