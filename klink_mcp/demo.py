@@ -22,9 +22,13 @@ def _out(text: str = "") -> None:
     sys.stdout.write(text + "\n")
 
 
+def _text(result: Any) -> str:
+    return "\n".join(getattr(block, "text", "") for block in result.content)
+
+
 def _show(result: Any, limit: int = 900) -> None:
     data = result.structured_content
-    text = json.dumps(data, ensure_ascii=False, indent=1) if data is not None else result.content[0].text
+    text = json.dumps(data, ensure_ascii=False, indent=1) if data is not None else _text(result)
     if len(text) > limit:
         text = text[:limit] + f"\n  ... ({len(text) - limit} more characters)"
     _out(textwrap.indent(text, "  | "))
@@ -75,5 +79,19 @@ async def run_demo(settings: Settings) -> int:
 
         check = await client.call_tool("get_contact", {"contact_id": contact_id})
         _out(f"\n> get_contact afterwards: {'still there' if not check.is_error else 'gone'}")
+
+        token = (attempt.structured_content or {}).get("confirmation_token")
+        if token:
+            _out("\n## 5. The user reads the preview and answers 'yes, delete it'")
+            _out("> assistant calls delete_contact again with the same arguments + confirmation_token")
+            confirmed = await client.call_tool(
+                "delete_contact", {"contact_id": contact_id, "confirmation_token": token}
+            )
+            _show(confirmed)
+            replay = await client.call_tool(
+                "delete_contact", {"contact_id": contact_id, "confirmation_token": token}
+            )
+            _out("> the same token used again (a replay) is refused:")
+            _out(textwrap.indent(_text(replay), "  | "))
     _out("\nDone. Configure KLINK_API_TOKEN to use your own tenant; see README.md.")
     return 0

@@ -195,6 +195,10 @@ async def _serve_connection(stream: SocketStream, tenant: SandboxTenant, token: 
                 if decision.reset_before:
                     _abort(stream)
                     return
+                declared = headers.get("content-length", "0")
+                if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+                    await _send_error(conn, stream, 413, "Payload Too Large")
+                    return
                 try:
                     with anyio.fail_after(BODY_TIMEOUT_S):
                         body = await _read_body(conn, stream)

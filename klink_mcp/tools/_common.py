@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
 from mcp.server import MCPServer
 from mcp.server.mcpserver import Context
 from mcp.types import CallToolResult, InputRequiredResult, TextContent
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from klink_mcp.api import errors as api_errors
 from klink_mcp.config import Settings
@@ -33,6 +33,7 @@ from klink_mcp.forms import FormValueError
 from klink_mcp.guard.confirm import Approval, GuardRefusal, Pending
 from klink_mcp.guard.policy import annotations_for
 from klink_mcp.guard.preview import Preview
+from klink_mcp.tools.views import CompactModel
 
 if TYPE_CHECKING:
     from klink_mcp.api.client import KlinkClient
@@ -45,7 +46,7 @@ T = TypeVar("T")
 ERROR_META_KEY = "klink_mcp/error"
 
 
-class ListResult(BaseModel, Generic[T]):
+class ListResult(CompactModel, Generic[T]):
     """One page of a list. `has_more` says when more pages exist, so truncation is never silent."""
 
     items: list[T]
@@ -239,7 +240,7 @@ def kw(name: str, annotation: Any, default: Any = inspect.Parameter.empty) -> in
     return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
 
 
-class WriteOutcome(BaseModel):
+class WriteOutcome(CompactModel):
     """What every write tool returns: `status` says whether the action ran.
 
     `done`: it ran once. `confirmation_required`: nothing changed; show `preview` to the user and, if

@@ -27,9 +27,14 @@ class CompactModel(BaseModel):
     @model_serializer(mode="wrap")
     def _drop_empty(self, handler: SerializerFunctionWrapHandler) -> Any:
         data = handler(self)
-        if isinstance(data, dict):
-            return {k: v for k, v in data.items() if v is not None and v != [] and v != {}}
-        return data
+        if not isinstance(data, dict):
+            return data
+        fields = type(self).model_fields
+        return {
+            k: v
+            for k, v in data.items()
+            if v is not None and not (v in ([], {}) and k in fields and not fields[k].is_required())
+        }
 
 
 def raw_dict(obj: Any) -> dict[str, Any]:
