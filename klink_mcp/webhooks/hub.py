@@ -45,9 +45,7 @@ class EventHub:
         self._subscribers: dict[object, Subscriber] = {}
         self._announced: OrderedDict[int, None] = OrderedDict()
         self._follow_cursor: int | None = None
-        # Held from "stored" to "remembered as announced", and while follow() reads the cursor, so a
-        # follower never sees one of our own events before we have claimed it.
-        self._claim_lock = anyio.Lock()
+        self._follow_lock = anyio.Lock()  # one catch_up at a time (the cursor)
 
     @property
     def store(self) -> EventStore:
@@ -74,18 +72,23 @@ class EventHub:
             StoreError: the store cannot be written (nothing was stored; the sender should retry).
         """
         event = raw_event if isinstance(raw_event, KlinkEvent) else parse_event(raw_event)
-        async with self._claim_lock:
-            stored, row = await self._store.add(event)
-            if stored:
-                self._remember(row.id)
-        if stored:
+        stored, row = await self._store.add(event)
+        if stored and self._claim(row.id):
             await self._notify(row)
         return stored, row
 
-    def _remember(self, event_id: int) -> None:
+    def _claim(self, event_id: int) -> bool:
+        """Whether the caller is the first to announce `event_id` (ingest and catch_up race for it).
+
+        Synchronous, so atomic on the event loop: an event is announced exactly once however the two
+        paths interleave, without serialising ingests behind a lock.
+        """
+        if event_id in self._announced:
+            return False
         self._announced[event_id] = None
         while len(self._announced) > _REMEMBERED_IDS:
             self._announced.popitem(last=False)
+        return True
 
     async def _notify(self, event: StoredEvent) -> None:
         with anyio.move_on_after(self._notify_timeout_s) as scope:
@@ -109,18 +112,16 @@ class EventHub:
         Raises:
             StoreError: the store cannot be read.
         """
-        async with self._claim_lock:
+        async with self._follow_lock:
             if self._follow_cursor is None:
                 self._follow_cursor = await self._store.max_id()
                 return 0
             rows = await self._store.after(self._follow_cursor, limit=batch)
             if rows:
                 self._follow_cursor = rows[-1].id
-            fresh = [row for row in rows if row.id not in self._announced]
+            fresh = [row for row in rows if self._claim(row.id)]
             for row in fresh:
-                self._remember(row.id)
-        for row in fresh:
-            await self._notify(row)
+                await self._notify(row)
         return len(fresh)
 
     async def follow(

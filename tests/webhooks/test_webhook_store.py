@@ -251,3 +251,40 @@ async def test_a_parsed_event_and_its_mapping_are_the_same_event(store: EventSto
     await store.add(parse_event(raw))
     stored, _ = await store.add(raw)
     assert not stored
+
+
+async def test_concurrent_adds_are_group_committed_and_each_caller_gets_its_own_answer(
+    store: EventStore,
+) -> None:
+    answers: dict[tuple[int, int], tuple[bool, int]] = {}
+
+    async def add(n: int, copy: int) -> None:
+        stored, row = await store.add(event_dict(n=n))
+        answers[(n, copy)] = (stored, row.id)
+
+    async with anyio.create_task_group() as tg:
+        for n in range(60):
+            for copy in range(2):  # each event twice, concurrently: the pair may land in one batch
+                tg.start_soon(add, n, copy)
+    for n in range(60):
+        first, second = answers[(n, 0)], answers[(n, 1)]
+        assert sorted([first[0], second[0]]) == [False, True]
+        assert first[1] == second[1]
+    assert await store.count() == 60
+    assert sorted({row_id for _, row_id in answers.values()}) == list(range(1, 61))
+
+
+async def test_a_failing_batch_fails_every_caller_and_stores_nothing(store: EventStore) -> None:
+    await store.close()
+    failures: list[BaseException] = []
+
+    async def add(n: int) -> None:
+        try:
+            await store.add(event_dict(n=n))
+        except StoreError as exc:
+            failures.append(exc)
+
+    async with anyio.create_task_group() as tg:
+        for n in range(10):
+            tg.start_soon(add, n)
+    assert len(failures) == 10
