@@ -612,7 +612,13 @@ class HttpCore:
             pool=min(self._connect_timeout_s, remaining),
         )
         request = self._client.build_request(
-            op.method, path, params=params, content=content, headers=headers, timeout=timeout
+            # `params={}` would still cost a URL re-parse per request
+            op.method,
+            path,
+            params=params or None,
+            content=content,
+            headers=headers,
+            timeout=timeout,
         )
         response: httpx2.Response | None = None
         try:

@@ -6,7 +6,7 @@ a new, missing or oddly-typed field:
 - unknown keys are kept (`extra="allow"`), reachable as attributes and in `model_dump()`;
 - every field has a default, except the `id` of top-level records;
 - a known field whose value has an unexpected type is dropped (it falls back to its default) instead of
-  failing the whole record; the dropped keys are listed in the record's `dropped_fields` for debugging;
+  failing the whole record (logged at DEBUG on "klink_mcp.api");
 - keys are camelCase on the wire (`contactEmails`) and snake_case in Python (`contact_emails`); both
   spellings are accepted (`populate_by_name=True`). Form-field definitions are snake_case on the wire.
 
@@ -24,7 +24,6 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    PrivateAttr,
     ValidationError,
     field_validator,
     model_validator,
@@ -45,8 +44,6 @@ class WireModel(BaseModel):
         coerce_numbers_to_str=True,  # ids sometimes arrive as numbers
     )
 
-    _dropped: tuple[str, ...] = PrivateAttr(default=())
-
     @model_validator(mode="wrap")
     @classmethod
     def _drop_invalid_fields(cls, data: Any, handler: ValidatorFunctionWrapHandler) -> Any:
@@ -56,18 +53,9 @@ class WireModel(BaseModel):
             if not isinstance(data, Mapping):
                 raise
             bad = {err["loc"][0] for err in exc.errors() if err["loc"]}
-            cleaned = {key: value for key, value in data.items() if key not in bad}
-            # A second failure (e.g. the id itself is missing or unusable) propagates: nothing to salvage.
-            model = handler(cleaned)
-            if isinstance(model, WireModel):
-                model._dropped = tuple(sorted(str(key) for key in bad))
             log.debug("%s: dropped unexpected values of %s", cls.__name__, sorted(map(str, bad)))
-            return model
-
-    @property
-    def dropped_fields(self) -> tuple[str, ...]:
-        """Known fields whose wire value had an unexpected type and was replaced by the default."""
-        return self._dropped
+            # A second failure (e.g. the id itself is missing or unusable) propagates: nothing to salvage.
+            return handler({key: value for key, value in data.items() if key not in bad})
 
 
 def _custom_fields_as_map(value: Any) -> Any:
