@@ -381,9 +381,7 @@ class KlinkClient:
         Raises:
             KlinkInputError, KlinkAPIError, KlinkConnectionError.
         """
-        page, page_size = _page_args(page, page_size)
-        raw = await self._http.call("get_contact_form_fields", page=page, page_size=page_size)
-        return _page(FormField, raw, "get_contact_form_fields")
+        return await self._form_field_page("get_contact_form_fields", page, page_size)
 
     async def all_contact_form_fields(self) -> list[FormField]:
         """Every contact form-field definition (all pages).
@@ -394,6 +392,10 @@ class KlinkClient:
         return await self.fetch_all_pages(
             lambda page, size: self.get_contact_form_fields(page=page, page_size=size)
         )
+
+    async def _form_field_page(self, operation: str, page: int, page_size: int) -> Page[FormField]:
+        page, page_size = _page_args(page, page_size)
+        return _page(FormField, await self._http.call(operation, page=page, page_size=page_size), operation)
 
     async def get_contact(self, contact_id: str) -> Contact:
         """One contact by id.
@@ -552,9 +554,7 @@ class KlinkClient:
         Raises:
             KlinkInputError, KlinkAPIError, KlinkConnectionError.
         """
-        page, page_size = _page_args(page, page_size)
-        raw = await self._http.call("get_ticket_form_fields", page=page, page_size=page_size)
-        return _page(FormField, raw, "get_ticket_form_fields")
+        return await self._form_field_page("get_ticket_form_fields", page, page_size)
 
     async def all_ticket_form_fields(self) -> list[FormField]:
         """Every ticket form-field definition (all pages).
