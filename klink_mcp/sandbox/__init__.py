@@ -8,7 +8,9 @@ It is the tenant of the demo mode and of every test of the project. Three ways t
   reset faults are real connection drops.
 
 All three share the tenant's fault injection (`tenant.faults = FaultConfig(...)`) and record
-every request that reached it in `tenant.requests`. Nothing runs at import time.
+every request that reached it in `tenant.requests`. The conventions the sandbox fixes where the
+contract is silent, and the fixture file format, are in `klink_mcp.sandbox.tenant`'s docstring;
+what the seeded data holds is in `klink_mcp.sandbox.seed`. Nothing runs at import time.
 """
 
 from klink_mcp.config import DEFAULT_SANDBOX_TOKEN as DEFAULT_TOKEN

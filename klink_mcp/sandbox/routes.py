@@ -19,6 +19,7 @@ Decisions the contract leaves open (all [inferred]):
 from __future__ import annotations
 
 import copy
+import operator
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -478,13 +479,18 @@ def _ticket_filters(req: ApiRequest) -> list[Predicate]:
     return tests
 
 
+_BY_TICKET_NUMBER = operator.itemgetter("ticketNumber")
+
+
 def _ticket_page(tenant: SandboxTenant, req: ApiRequest, extra: Predicate | None) -> dict[str, Any]:
     page, size = page_params(req.query)
     tests = _ticket_filters(req)
     if extra is not None:
-        tests.append(extra)
-    items = [t for t in tenant.tickets.values() if not t.get("deletedAt") and all(test(t) for test in tests)]
-    items.sort(key=lambda t: t["ticketNumber"], reverse=True)
+        tests.insert(0, extra)  # the contact filter is the most selective: run it first
+    items = [t for t in tenant.tickets.values() if not t.get("deletedAt")]
+    for test in tests:
+        items = [t for t in items if test(t)]
+    items.sort(key=_BY_TICKET_NUMBER, reverse=True)
     return paged(items, page, size)
 
 

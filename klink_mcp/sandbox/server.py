@@ -9,8 +9,8 @@ into a 500). Here:
 - latency waits before the request is handled; a slow body sends the status line and headers at
   once and the body `slow_body_s` later (clients with a shorter read timeout time out).
 
-Supports keep-alive, Content-Length and chunked request bodies (up to 1 MiB), HEAD-free JSON
-answers and many concurrent connections. It binds loopback only unless `allow_remote=True`.
+Supports keep-alive, Content-Length and chunked request bodies (up to 1 MiB; a larger declared
+length gets 413 before any body is read), HEAD, and many concurrent connections. It binds loopback only unless `allow_remote=True`.
 
 This module must not log bodies or the token.
 """
@@ -200,8 +200,11 @@ async def _serve_connection(stream: SocketStream, tenant: SandboxTenant, token: 
                     await _send_error(conn, stream, 413, "Payload Too Large")
                     return
                 try:
-                    with anyio.fail_after(BODY_TIMEOUT_S):
-                        body = await _read_body(conn, stream)
+                    if declared in ("", "0") and "transfer-encoding" not in headers:
+                        body = await _read_body(conn, stream)  # h11 ends a body-less request at once
+                    else:
+                        with anyio.fail_after(BODY_TIMEOUT_S):
+                            body = await _read_body(conn, stream)
                 except _TooLarge:
                     await _send_error(conn, stream, 413, "Payload Too Large")
                     return
