@@ -478,7 +478,7 @@ class EventStore:
         self._pending.append(waiter)
         try:
             async with self._flush_lock:
-                if not waiter.done:
+                while not waiter.done:  # more than one batch may be pending ahead of us
                     await self._flush()
         except BaseException:
             if not waiter.done and waiter in self._pending:
@@ -504,9 +504,8 @@ class EventStore:
                 w.error, w.done = message, True
             return
         except BaseException:
-            for w in batch:  # not written: let the next flush (or nobody, if cancelled) take them
-                if not w.done:
-                    self._pending.insert(0, w)
+            # Not written (cancelled before the thread started): put them back, in order, for the next flush.
+            self._pending[:0] = [w for w in batch if not w.done]
             raise
         for w, result in zip(batch, results, strict=True):
             w.result, w.done = result, True

@@ -21,7 +21,7 @@ from klink_mcp.webhooks.store import (
     events_db_path,
 )
 
-from ._support import event_dict
+from ._support import event_dict, wait_until
 
 pytestmark = pytest.mark.anyio
 
@@ -288,3 +288,24 @@ async def test_a_failing_batch_fails_every_caller_and_stores_nothing(store: Even
         for n in range(10):
             tg.start_soon(add, n)
     assert len(failures) == 10
+
+
+async def test_a_caller_whose_event_is_not_in_the_first_batch_still_waits_for_its_commit(
+    tmp_path: Path,
+) -> None:
+    async with await EventStore.open(tmp_path / "e.sqlite3") as store:
+        store._max_batch = 7
+        results: dict[int, bool] = {}
+
+        async def add(n: int) -> None:
+            results[n] = (await store.add(event_dict(n=n)))[0]
+
+        # Queue 20 callers behind the flush lock, then reorder them as a re-queued batch would: the
+        # next lock holder's event is then not in the first batch it writes.
+        async with anyio.create_task_group() as tg, store._flush_lock:
+            for n in range(20):
+                tg.start_soon(add, n)
+            await wait_until(lambda: len(store._pending) == 20)
+            store._pending.reverse()
+        assert results == dict.fromkeys(range(20), True)
+        assert await store.count() == 20
