@@ -5,7 +5,7 @@ Per request, in this order (nothing is stored unless every step passes):
 1. header-only authentication (`basic`, `header`, `none`) -> 401;
 2. size: a `Content-Length` above `settings.webhook_max_body_bytes` -> 413 before reading; the body
    is then read as a stream and abandoned (413) the moment it passes the limit, so an endless or
-   lying body never costs more than the limit in memory;
+   lying body never costs more than the limit in memory; a body not received within 30 s -> 408;
 3. `signature` authentication: `x-signature` must be the hex HMAC-SHA256 of the raw body with
    `settings.webhook_secret`, compared in constant time -> 401;
 4. the body must be UTF-8 JSON and a webhook event (see `events.parse_event`) -> 400;
@@ -19,10 +19,12 @@ Authentication modes (`settings.webhook_auth`):
 - `basic`: needs `webhook_basic_user` and `webhook_basic_password`.
 - `header`: needs `webhook_header_name` and `webhook_header_value`.
 - `none`: for local development only. Building the routes is allowed (the app may be mounted
-  anywhere), but every request must come from a loopback peer **and** carry no proxy headers
-  (`x-forwarded-for`, `forwarded`, `x-real-ip`), or it gets 401: a tunnel or reverse proxy on the same
-  host cannot turn it into an open endpoint. `run_receiver`/the CLI additionally refuse to *bind* a
-  non-loopback host in this mode, even with `allow_remote`.
+  anywhere), but every request must come from a loopback peer, carry no proxy headers
+  (`x-forwarded-for`, `forwarded`, `x-real-ip`) and no `Origin`, and be `application/json`, or it gets
+  401: a tunnel or reverse proxy on the same host cannot turn it into an open endpoint, and a web page
+  in the user's browser cannot post to it (a JSON POST needs a CORS preflight, never granted).
+  `run_receiver`/the CLI additionally refuse to *bind* a non-loopback host in this mode, even with
+  `allow_remote`.
 
 Binding (`run_receiver`, `serve_receiver`, `klink-mcp webhooks`): loopback by default; a non-loopback
 host needs `allow_remote=True` and an authenticating mode whose credentials are configured.
@@ -78,6 +80,8 @@ WEBHOOK_PATH: Final = "/webhooks/klink"
 DEFAULT_PORT: Final = 8766
 _PROXY_HEADERS: Final = ("x-forwarded-for", "forwarded", "x-real-ip")
 _STORE_RETRY_AFTER_S: Final = "5"
+_BODY_READ_TIMEOUT_S: Final = 30.0
+_MAX_CONCURRENT_REQUESTS: Final = 256  # beyond this uvicorn answers 503 and the sender retries
 
 
 class WebhookConfigError(ConfigError):
@@ -156,7 +160,12 @@ class _Authenticator:
             )
         if self.mode == "none":
             peer = request.client.host if request.client else ""
-            return is_loopback(peer) and not any(name in request.headers for name in _PROXY_HEADERS)
+            if not is_loopback(peer) or any(name in request.headers for name in _PROXY_HEADERS):
+                return False
+            # A web page in the user's browser can reach loopback too. Webhook senders send no Origin;
+            # and a JSON content type forces a CORS preflight, which this POST-only route never grants.
+            content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+            return "origin" not in request.headers and content_type == "application/json"
         return True
 
     def _basic_ok(self, header: str | None) -> bool:
@@ -228,7 +237,13 @@ def create_webhook_routes(
                     request, 413, "payload_too_large", f"Content-Length {declared_size} > {max_body}"
                 )
         try:
-            body = await _read_body(request, max_body)
+            # Bounded: a sender trickling its body must not hold a connection (and a slot) forever.
+            with anyio.fail_after(_BODY_READ_TIMEOUT_S):
+                body = await _read_body(request, max_body)
+        except TimeoutError:
+            return _reject(
+                request, 408, "request_timeout", f"body not received within {_BODY_READ_TIMEOUT_S}s"
+            )
         except _BodyTooLarge:
             return _reject(request, 413, "payload_too_large", f"body exceeds {max_body} bytes")
         except ClientDisconnect:
@@ -344,6 +359,7 @@ def _uvicorn_server(app: Starlette, host: str, port: int) -> uvicorn.Server:
         lifespan="off",
         server_header=False,
         timeout_graceful_shutdown=5,
+        limit_concurrency=_MAX_CONCURRENT_REQUESTS,
     )
     return uvicorn.Server(config)
 

@@ -8,6 +8,7 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
+import anyio
 import httpx2
 import pytest
 
@@ -205,17 +206,27 @@ async def test_header_auth_mode_checks_the_custom_header(hub: EventHub, store: E
         assert (await client.post(WEBHOOK_PATH, content=body, headers=right)).status_code == 200
 
 
-async def test_no_auth_mode_accepts_only_direct_loopback_peers(hub: EventHub, store: EventStore) -> None:
+async def test_no_auth_mode_accepts_only_direct_loopback_json_posts_not_browsers(
+    hub: EventHub, store: EventStore
+) -> None:
     settings = load_settings(env={}, webhook_auth="none")
     body = body_of(event_dict())
+    json_type = {"content-type": "application/json"}
     async with client_for(hub, settings, peer="203.0.113.9") as remote:
-        assert (await remote.post(WEBHOOK_PATH, content=body)).status_code == 401
+        assert (await remote.post(WEBHOOK_PATH, content=body, headers=json_type)).status_code == 401
     async with client_for(hub, settings, peer="127.0.0.1") as local:
-        proxied = {"x-forwarded-for": "203.0.113.9"}
+        proxied = {**json_type, "x-forwarded-for": "203.0.113.9"}
         assert (await local.post(WEBHOOK_PATH, content=body, headers=proxied)).status_code == 401
-        assert (await local.post(WEBHOOK_PATH, content=body)).status_code == 200
+        from_a_web_page = {**json_type, "origin": "https://evil.example"}
+        assert (await local.post(WEBHOOK_PATH, content=body, headers=from_a_web_page)).status_code == 401
+        no_cors_simple_request = {"content-type": "text/plain"}
+        assert (
+            await local.post(WEBHOOK_PATH, content=body, headers=no_cors_simple_request)
+        ).status_code == 401
+        assert await store.count() == 0
+        assert (await local.post(WEBHOOK_PATH, content=body, headers=json_type)).status_code == 200
     async with client_for(hub, settings, peer="::1") as local6:
-        assert (await local6.post(WEBHOOK_PATH, content=body)).json()["duplicate"] is True
+        assert (await local6.post(WEBHOOK_PATH, content=body, headers=json_type)).json()["duplicate"] is True
 
 
 @pytest.mark.parametrize(
@@ -330,4 +341,21 @@ async def test_a_utf16_body_is_refused_because_the_contract_says_utf8(
     body = json.dumps(event_dict()).encode("utf-16")
     response = await client.post(WEBHOOK_PATH, content=body, headers=signed(body))
     assert response.status_code == 400
+    assert await store.count() == 0
+
+
+async def test_a_body_that_never_finishes_arriving_times_out_with_408(
+    client: httpx2.AsyncClient, store: EventStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("klink_mcp.webhooks.receiver._BODY_READ_TIMEOUT_S", 0.05)
+    stalled = anyio.Event()
+
+    async def trickle() -> AsyncIterator[bytes]:
+        yield b'{"event": '
+        await stalled.wait()  # never set: the sender stops sending
+        yield b"}"
+
+    with anyio.fail_after(5):
+        response = await client.post(WEBHOOK_PATH, content=trickle(), headers={"x-signature": "0" * 64})
+    assert response.status_code == 408
     assert await store.count() == 0
