@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -25,6 +24,7 @@ from mcp.server import MCPServer
 from mcp.server.mcpserver import RequestStateSecurity
 from mcp.server.subscriptions import InMemorySubscriptionBus
 from mcp.shared.subscriptions import ToolsListChanged
+from mcp.types.version import MODERN_PROTOCOL_VERSIONS
 
 from klink_mcp import __version__
 from klink_mcp.api.client import KlinkClient
@@ -42,6 +42,8 @@ from klink_mcp.webhooks.store import EventStore
 from klink_mcp.webhooks.surface import register_webhook_surface
 
 logger = logging.getLogger("klink_mcp.server")
+
+MODERN_VERSIONS = frozenset(MODERN_PROTOCOL_VERSIONS)
 
 SANDBOX_BASE_URL = "http://sandbox.klink.invalid"
 
@@ -109,26 +111,38 @@ def make_sandbox_transport(settings: Settings) -> tuple[httpx2.AsyncBaseTranspor
 
 
 class SessionTracker:
-    """Remembers live handshake-era sessions so a list-changed notification can reach all of them."""
+    """Remembers live handshake-era connections so a tools list-changed notice reaches every one.
+
+    Keyed by the SDK's per-connection object: mcp 2.x builds a fresh session proxy per request, so a
+    proxy would be gone by the time the tool list changes. A connection is forgotten when it closes.
+    """
 
     def __init__(self) -> None:
-        self._sessions: weakref.WeakSet[Any] = weakref.WeakSet()
+        self._connections: dict[int, Any] = {}
 
     async def middleware(self, ctx: Any, call_next: Callable[[Any], Awaitable[Any]]) -> Any:
         session = getattr(ctx, "session", None)
-        if session is not None and hasattr(session, "send_tool_list_changed"):
-            try:
-                self._sessions.add(session)
-            except TypeError:  # not weak-referenceable
-                pass
+        # The Connection is not public in mcp 2.3; a test pins this so an SDK change fails loudly.
+        connection = getattr(session, "_connection", None)
+        if connection is not None and getattr(connection, "protocol_version", None) not in MODERN_VERSIONS:
+            key = id(connection)
+            if key not in self._connections and hasattr(connection, "send_tool_list_changed"):
+                self._connections[key] = connection
+                exit_stack = getattr(connection, "exit_stack", None)
+                if exit_stack is not None:
+                    exit_stack.callback(self._connections.pop, key, None)
         return await call_next(ctx)
 
+    @property
+    def connection_count(self) -> int:
+        return len(self._connections)
+
     async def notify_tools_changed(self) -> None:
-        for session in list(self._sessions):
+        for connection in list(self._connections.values()):
             try:
-                await session.send_tool_list_changed()
-            except Exception as exc:  # a closed session must not stop the others
-                logger.debug("tools list-changed not delivered to a session: %s", type(exc).__name__)
+                await connection.send_tool_list_changed()
+            except Exception as exc:  # a closed connection must not stop the others
+                logger.debug("tools list-changed not delivered to a connection: %s", type(exc).__name__)
 
 
 def build_server(
@@ -152,6 +166,10 @@ def build_server(
 
     @asynccontextmanager
     async def lifespan(_: MCPServer[Any]) -> AsyncIterator[ServerState]:
+        if state.client_ is not None:
+            # Another run of this server object (in-process clients) already owns the client.
+            yield state
+            return
         http_transport = transport
         url = base_url
         if http_transport is None and settings.uses_sandbox:
@@ -215,6 +233,7 @@ def build_server(
     forms.on_change(on_forms_changed)
     mcp.klink_state = state  # type: ignore[attr-defined]  # for tests, benchmarks and the CLI
     mcp.klink_hub = hub  # type: ignore[attr-defined]  # the HTTP app mounts the receiver on it
+    mcp.klink_tracker = tracker  # type: ignore[attr-defined]
     return mcp
 
 

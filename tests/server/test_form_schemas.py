@@ -217,3 +217,21 @@ async def test_server_starts_and_says_why_when_fields_cannot_be_fetched(tenant: 
         tools = {t.name for t in (await client.list_tools()).tools}
         assert {"create_contact", "list_contacts", "create_ticket"} <= tools
         assert server.klink_state.startup_problems  # type: ignore[attr-defined]
+
+
+async def test_an_idle_legacy_client_is_told_when_another_client_refreshes(tenant: SandboxTenant) -> None:
+    server = make_server(tenant)
+    got = anyio.Event()
+
+    async def on_message(message: Any) -> None:
+        if isinstance(message, ToolListChangedNotification):
+            got.set()
+
+    async with Client(server, mode="legacy", message_handler=on_message) as idle:
+        await idle.list_tools()  # then it only listens
+        async with Client(server, mode="legacy") as active:
+            tenant.set_form_fields("contact", _changed_fields(tenant))
+            await active.call_tool("refresh_form_schemas", {})
+        with anyio.fail_after(5):
+            await got.wait()
+    assert server.klink_tracker.connection_count == 0  # type: ignore[attr-defined]
