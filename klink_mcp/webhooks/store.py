@@ -104,10 +104,15 @@ def default_events_db_path(env: Mapping[str, str] | None = None) -> Path:
 
 
 def events_db_path(settings: Settings) -> str:
-    """The database path the settings select (`settings.events_db`, else the default); may be `":memory:"`."""
+    """The database path the settings select (`settings.events_db`, else the default); may be `":memory:"`.
+
+    Without `events_db`, sandbox mode uses `events-sandbox.sqlite3` beside the default database.
+    """
     if settings.events_db is not None:
         return str(settings.events_db)
-    return str(default_events_db_path())
+    default = default_events_db_path()
+    # Sandbox (demo) events never mix with a real tenant's events.
+    return str(default.with_name("events-sandbox.sqlite3") if settings.uses_sandbox else default)
 
 
 def _utcnow() -> datetime:
