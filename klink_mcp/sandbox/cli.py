@@ -43,6 +43,18 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     )
     parser.add_argument("--seed", type=int, default=None, help="seed of the generated data (default 7)")
     parser.add_argument("--allow-remote", action="store_true", help="allow binding a non-loopback address")
+    hooks = parser.add_argument_group("webhooks (the sandbox posts signed events like K-LINK does)")
+    hooks.add_argument(
+        "--webhook-url",
+        default=env.get("KLINK_SANDBOX_WEBHOOK_URL"),
+        help="POST signed events here on every change, e.g. http://127.0.0.1:8766/webhooks/klink "
+        "(env KLINK_SANDBOX_WEBHOOK_URL)",
+    )
+    hooks.add_argument(
+        "--webhook-secret",
+        default=env.get("KLINK_WEBHOOK_SECRET"),
+        help="signing secret for x-signature (env KLINK_WEBHOOK_SECRET; required with --webhook-url)",
+    )
     faults = parser.add_argument_group("fault injection (all off by default)")
     faults.add_argument(
         "--latency", type=float, default=0.0, metavar="SECONDS", help="delay before every answer"
@@ -113,8 +125,25 @@ def main(argv: list[str]) -> int:
         logger.error("cannot start the sandbox: %s", exc)
         return 2
     tenant.faults = faults
+    emitter = None
+    if args.webhook_url:
+        if not args.webhook_secret:
+            logger.error("--webhook-url needs a signing secret: --webhook-secret or KLINK_WEBHOOK_SECRET")
+            return 2
+        from klink_mcp.webhooks.emitter import WebhookEmitter
+
+        emitter = WebhookEmitter(args.webhook_url, args.webhook_secret)
+        emitter.attach(tenant)
 
     async def run() -> None:
+        if emitter is None:
+            await serve()
+            return
+        async with emitter.running():
+            logger.info("posting signed webhook events to %s", args.webhook_url)
+            await serve()
+
+    async def serve() -> None:
         async with serve_sandbox(
             tenant, args.host, args.port, args.token, allow_remote=args.allow_remote
         ) as srv:

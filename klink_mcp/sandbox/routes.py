@@ -748,6 +748,18 @@ def send_message(tenant: SandboxTenant, req: ApiRequest) -> Result:
     return 200, {"status": 200, "message": "Message sent successfully", "data": record}
 
 
+def simulate_inbound_message(tenant: SandboxTenant, req: ApiRequest) -> Result:
+    """Sandbox only (not K-LINK): a customer writes in, so `message.inbound` is emitted on demand."""
+    reader = BodyReader(req.json, ("contactId", "message", "channel"))
+    contact_id = reader.string("contactId", required=True)
+    text = reader.string("message", required=True, max_len=4096)
+    channel = reader.string("channel")
+    reader.done()
+    _live_contact(tenant, contact_id)
+    payload = tenant.simulate_inbound_message(contact_id, text, channel)
+    return 201, {"status": "success", "message": "Inbound message simulated", "data": payload}
+
+
 ROUTES: tuple[tuple[str, str, Handler], ...] = (
     ("GET", "/api/v1/contacts", list_contacts),
     ("POST", "/api/v1/contacts", create_contact),
@@ -770,6 +782,8 @@ ROUTES: tuple[tuple[str, str, Handler], ...] = (
     ("GET", "/api/v1/categories", list_categories),
     ("GET", "/api/v1/cx-logs", list_cx_logs),
     ("POST", "/api/v1/messages/send", send_message),
+    # Sandbox-only helper (not part of the K-LINK API): drive the webhook loop from a terminal.
+    ("POST", "/_sandbox/inbound-messages", simulate_inbound_message),
 )
 
 
