@@ -263,6 +263,8 @@ class StdioRpc:
                 line = await self.reader.receive_until(b"\n", MAX_LINE)
             except (anyio.EndOfStream, anyio.IncompleteRead) as exc:
                 raise RpcError("the server closed stdout") from exc
+            if not line.startswith(b"{"):
+                continue  # not protocol (e.g. a profiler wrapping the server writes its notes here)
             decoded = json.loads(line)
             if decoded.get("id") == rid and ("result" in decoded or "error" in decoded):
                 self.last_raw = line

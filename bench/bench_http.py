@@ -6,6 +6,11 @@ The server is the real command, `python -m klink_mcp serve --http` on loopback, 
 talking to the loopback sandbox (another process) over HTTP as it would to K-LINK (`--embedded`:
 the in-process sandbox tenant instead, no upstream HTTP).
 
+Two phases with the same clients: closed loop (each client sends its next call as soon as the
+last one answered: the most the server can do, with latency ~ clients / throughput by Little's
+law) and open loop at a fixed total rate (default 300 calls/s: can it serve that rate, and with
+what p95?).
+
 Each client is a handshake-era MCP session (initialize, notifications/initialized, then
 tools/call in a loop, alternating get_contact and list_tickets with page_size 10) on one
 keep-alive connection. The clients are deliberately thin (h11 over raw sockets, one event loop)
@@ -156,7 +161,14 @@ async def _ids(url: str, count: int) -> list[str]:
         return [str(c.id) for c in page.items]
 
 
-async def load(port: int, contact_ids: list[str], clients: int, seconds: float) -> dict[str, Any]:
+async def load(
+    port: int, contact_ids: list[str], clients: int, seconds: float, rate: float | None = None
+) -> dict[str, Any]:
+    """Drive `clients` sessions for `seconds`. Without `rate`: closed loop (each client sends its next
+    call when the last one answered). With `rate` (calls/s in total): open loop, each client on a fixed
+    schedule, and latency counts from the scheduled send time, so queueing is not hidden when the
+    server falls behind (no coordinated omission).
+    """
     latencies: list[float] = []
     errors: list[str] = []
     sessions = [McpHttpSession("127.0.0.1", port) for _ in range(clients)]
@@ -165,37 +177,48 @@ async def load(port: int, contact_ids: list[str], clients: int, seconds: float) 
     async with anyio.create_task_group() as tg:
         for session in sessions:
             tg.start_soon(session.initialize)
-    deadline = time.perf_counter() + seconds
+    began = time.perf_counter()
+    deadline = began + seconds
+    interval = clients / rate if rate else 0.0
 
     async def worker(index: int, session: McpHttpSession) -> None:
         contact = contact_ids[index % len(contact_ids)]
         n = index
-        while time.perf_counter() < deadline:
+        scheduled = began + (interval * index / clients)
+        while True:
+            if interval:
+                if scheduled >= deadline:
+                    return
+                now = time.perf_counter()
+                if scheduled > now:
+                    await anyio.sleep(scheduled - now)
+                start = scheduled
+                scheduled += interval
+            else:
+                start = time.perf_counter()
+                if start >= deadline:
+                    return
             n += 1
             name, args = (
                 ("get_contact", {"contact_id": contact}) if n % 2 else ("list_tickets", {"page_size": 10})
             )
-            start = time.perf_counter()
             try:
                 result = await session.request("tools/call", {"name": name, "arguments": args})
                 if result.get("isError"):
                     raise RuntimeError(f"{name}: isError {str(result.get('content'))[:200]}")
             except (RuntimeError, ConnectionError, OSError) as exc:
-                if len(errors) < 20:
-                    errors.append(str(exc))
-                else:
-                    errors.append("")
+                errors.append(str(exc) if len(errors) < 20 else "")
                 continue
             latencies.append((time.perf_counter() - start) * 1000)
 
-    started = time.perf_counter()
     async with anyio.create_task_group() as tg:
         for index, session in enumerate(sessions):
             tg.start_soon(worker, index, session)
-    wall = time.perf_counter() - started
+    wall = time.perf_counter() - began
     for session in sessions:
         await session.aclose()
     return {
+        "mode": f"open loop at {rate:g}/s" if rate else "closed loop",
         "wall_s": wall,
         "calls": len(latencies),
         "errors": len(errors),
@@ -206,7 +229,10 @@ async def load(port: int, contact_ids: list[str], clients: int, seconds: float) 
     }
 
 
-async def run(clients: int = 32, seconds: float = 30.0, embedded: bool = False) -> dict[str, Any]:
+async def run(
+    clients: int = 32, seconds: float = 30.0, embedded: bool = False, paced_rate: float | None = 300.0
+) -> dict[str, Any]:
+    """Closed loop (as fast as the server answers), then, with `paced_rate`, open loop at that rate."""
     port = free_port()
     with sandbox_process() as sandbox:
         contact_ids = await _ids(sandbox.url, clients)
@@ -229,6 +255,8 @@ async def run(clients: int = 32, seconds: float = 30.0, embedded: bool = False) 
                 }
             )
             result["server_one_core_capacity_per_s"] = 1000 / result["server_cpu_ms_per_call"]
+            if paced_rate:
+                result["paced"] = await load(port, contact_ids, clients, seconds, rate=paced_rate)
     return result
 
 
@@ -246,6 +274,13 @@ def report(r: dict[str, Any]) -> None:
     )
     for sample in r["error_samples"]:
         print(f"  error: {sample}")
+    paced = r.get("paced")
+    if paced:
+        print(
+            f"  {paced['mode']} ({r['clients']} clients on a schedule, latency from the scheduled time): "
+            f"{paced['reads_per_s']:.0f} reads/s done, median {paced['median_ms']:.1f} ms, "
+            f"p95 {paced['p95_ms']:.1f} ms, {paced['errors']} errors"
+        )
 
 
 def main() -> None:
@@ -253,8 +288,9 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--embedded", action="store_true", help="server uses the embedded sandbox tenant")
+    parser.add_argument("--rate", type=float, default=300.0, help="open-loop phase rate (0: skip the phase)")
     args = parser.parse_args()
-    report(anyio.run(run, args.clients, args.seconds, args.embedded))
+    report(anyio.run(run, args.clients, args.seconds, args.embedded, args.rate or None))
 
 
 if __name__ == "__main__":
