@@ -25,10 +25,7 @@ from typing import Any
 import anyio
 from _harness import clean_env, median, sandbox_process, stdio_server
 
-IMPORT_PROBE = (
-    "import time; t = time.perf_counter(); import klink_mcp.cli, klink_mcp.server; "
-    "print(time.perf_counter() - t)"
-)
+IMPORT_PROBE = "import time; t = time.perf_counter(); import {}; print(time.perf_counter() - t)"
 
 
 async def cold_start(base_url: str | None) -> tuple[float, dict[str, Any], bytes]:
@@ -45,9 +42,10 @@ def _subprocess_seconds(code: str) -> float:
     return time.perf_counter() - start
 
 
-def _import_seconds() -> float:
+def _import_seconds(modules: str) -> float:
+    code = IMPORT_PROBE.format(modules)
     out = subprocess.run(
-        [sys.executable, "-c", IMPORT_PROBE], env=clean_env(), check=True, capture_output=True, text=True
+        [sys.executable, "-c", code], env=clean_env(), check=True, capture_output=True, text=True
     )
     return float(out.stdout.strip())
 
@@ -77,7 +75,8 @@ def tools_size(result: dict[str, Any], raw_line: bytes) -> dict[str, Any]:
 
 async def run(runs: int = 5) -> dict[str, Any]:
     python_floor = median([_subprocess_seconds("pass") for _ in range(3)])
-    import_s = median([_import_seconds() for _ in range(3)])
+    import_s = median([_import_seconds("klink_mcp.cli, klink_mcp.server") for _ in range(3)])
+    import_sdk_s = median([_import_seconds("mcp.server") for _ in range(3)])
     with sandbox_process() as sandbox:
         url = sandbox.url
         samples: list[float] = []
@@ -96,6 +95,7 @@ async def run(runs: int = 5) -> dict[str, Any]:
             "embedded_sandbox_median_s": median(embedded),
             "python_floor_s": python_floor,
             "import_klink_server_s": import_s,
+            "import_mcp_server_s": import_sdk_s,
         },
         "tools_list": tools_size(*last),
     }
@@ -109,8 +109,8 @@ def report(results: dict[str, Any]) -> None:
     )
     print(f"  with the embedded sandbox tenant: median {cs['embedded_sandbox_median_s']:.3f} s")
     print(
-        f"  floor: python -c pass {cs['python_floor_s']:.3f} s; "
-        f"import klink_mcp.cli+server {cs['import_klink_server_s']:.3f} s"
+        f"  floor: python -c pass {cs['python_floor_s']:.3f} s; import mcp.server (the SDK alone) "
+        f"{cs['import_mcp_server_s']:.3f} s; import klink_mcp.cli+server {cs['import_klink_server_s']:.3f} s"
     )
     tl = results["tools_list"]
     print(
