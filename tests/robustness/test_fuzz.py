@@ -28,9 +28,11 @@ below as strict xfails (the finding is in the robustness report), and the mutati
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 import anyio
 import pytest
@@ -43,7 +45,7 @@ from mcp.shared.exceptions import MCPError
 from klink_mcp.sandbox import SandboxTenant
 
 from ._schema_strategies import fields_named, mutated_arguments, schema_errors, valid_arguments
-from ._support import error_code, is_crash, make_server, result_text
+from ._support import error_code, error_meta, is_crash, make_server, result_text
 
 # Every tool the default server lists. A new tool fails test_every_listed_tool_is_fuzzed until it is added.
 FUZZ_TOOLS = (
@@ -74,9 +76,14 @@ FUZZ_TOOLS = (
 )
 
 # Budgets per tool and era. Invalid calls cost ~1 ms (nothing goes upstream); valid ones up to ~20 ms.
-VALID_EXAMPLES = 8
-MUTATED_EXAMPLES = 20
+# ROBUSTNESS_FUZZ_SCALE=N multiplies them for a deeper (slower) run, e.g. before a release.
+FUZZ_SCALE = max(1, int(os.environ.get("ROBUSTNESS_FUZZ_SCALE", "1")))
+VALID_EXAMPLES = 8 * FUZZ_SCALE
+MUTATED_EXAMPLES = 20 * FUZZ_SCALE
 CALL_TIMEOUT_S = 20
+# Characters an error message must never carry raw (echoed inputs are escaped by pydantic's repr).
+RAW_FORBIDDEN = ("\x00", "\u202e", "\u202d", "\u2066", "\u2067", "\u2068", "\u2069")
+UPSTREAM_TEXT_CODES = {"upstream_validation", "upstream_error", "conflict", "not_found"}
 
 FUZZ_SETTINGS = settings(
     deadline=None,
@@ -162,7 +169,20 @@ def known_bug(tool: str, args: dict[str, Any]) -> str | None:
         start, end = args.get("start"), args.get("end")
         if isinstance(start, str) and isinstance(end, str) and _has_offset(start) != _has_offset(end):
             return "F2"
+    custom = args.get("custom_fields")
+    if isinstance(custom, dict) and any(_breaks_urlsplit(v) for v in custom.values()):
+        return "F5"
     return None
+
+
+def _breaks_urlsplit(value: object) -> bool:
+    if not isinstance(value, str):
+        return False
+    try:
+        urlsplit(value)
+    except ValueError:
+        return True
+    return False
 
 
 def _has_offset(text: str) -> bool:
@@ -184,6 +204,9 @@ def call_and_check(session: FuzzSession, tool: str, args: dict[str, Any]) -> Non
         pytest.fail(f"{tool}: protocol-level error {exc!r} for arguments {args!r}")
     text = result_text(result)
     assert not is_crash(tool, result), f"{tool} crashed on {args!r}"
+    if result.is_error and error_code(result) not in UPSTREAM_TEXT_CODES:  # those relay K-LINK's text: F7
+        raw = sorted(repr(ch) for ch in RAW_FORBIDDEN if ch in text)
+        assert not raw, f"{tool}: the error text carries raw {raw} (they must be escaped or stripped)"
     if errors:
         session.count(tool, "invalid")
         named = fields_named(schema, args, errors)
@@ -284,3 +307,47 @@ def test_a_cx_log_range_mixing_naive_and_offset_times_is_answered_not_crashed(
     assert schema_errors(fuzz_session.schemas["list_cx_logs"], args) == []
     result = fuzz_session.portal.call(_call, fuzz_session.client, "list_cx_logs", args)
     assert not is_crash("list_cx_logs", result), result_text(result)
+
+
+@pytest.mark.anyio
+@pytest.mark.xfail(
+    strict=True,
+    reason="finding F5: the sandbox's URL check (sandbox/fields.py _is_url) lets urlsplit's ValueError escape, "
+    "so a schema-valid custom URL such as 'http://[' gets a 500 instead of a 400",
+)
+async def test_a_malformed_custom_url_is_a_validation_error_not_a_server_error() -> None:
+    tenant = SandboxTenant.seeded()
+    contact = next(c for c in tenant.contacts.values() if not c.get("deletedAt"))
+    # One attempt: a 5xx on PATCH would otherwise be retried with real backoff sleeps.
+    async with Client(make_server(tenant, max_attempts=1)) as client:
+        result = await client.call_tool(
+            "update_contact", {"contact_id": contact["id"], "custom_fields": {"cf_website": "http://["}}
+        )
+    assert error_code(result) == "upstream_validation", result_text(result)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="finding F6: an argument-validation failure raised by the SDK carries no "
+    "_meta['klink_mcp/error'] (code 'validation', fields), unlike the package's own validation errors",
+)
+def test_an_argument_validation_failure_carries_the_validation_code_and_fields(
+    fuzz_session: FuzzSession,
+) -> None:
+    result = fuzz_session.portal.call(_call, fuzz_session.client, "get_contact", {})
+    assert result.is_error and "contact_id" in result_text(result)
+    assert error_code(result) == "validation"
+    assert error_meta(result).get("fields") == ["contact_id"]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="finding F7: K-LINK's error text is relayed to the model unsanitized (tools/_common.py _api_message), "
+    "so input it echoes back keeps its bidi controls",
+)
+def test_upstream_error_text_reaches_the_model_without_bidi_controls(fuzz_session: FuzzSession) -> None:
+    contact_id = fuzz_session.hints["contact_id"][0]
+    args = {"contact_id": contact_id, "title": "x", "tags": ["\u202dno-such-tag\u202e"]}
+    result = fuzz_session.portal.call(_call, fuzz_session.client, "create_ticket", args)
+    assert error_code(result) == "upstream_validation"
+    assert not [ch for ch in RAW_FORBIDDEN if ch in result_text(result)]
