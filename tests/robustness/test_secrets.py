@@ -16,6 +16,9 @@ token for real to a loopback sandbox server.
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import json
 import logging
 import os
@@ -35,6 +38,7 @@ from mcp.server import MCPServer
 
 from klink_mcp.api.client import KlinkClient
 from klink_mcp.config import Settings
+from klink_mcp.http_app import build_http_app
 from klink_mcp.sandbox import SandboxTenant, SandboxTransport
 from klink_mcp.sandbox.server import serve_sandbox
 from klink_mcp.server import build_server
@@ -356,6 +360,60 @@ async def test_an_upstream_that_echoes_the_token_never_gets_it_to_the_model_or_l
 def test_the_sdk_client_repr_hides_the_token() -> None:
     client = KlinkClient("https://k.test", API_TOKEN)
     assert leaks(repr(client)) == [] and leaks(repr(client._http)) == []
+
+
+# ------------------------------------------------------------------------------------ HTTP surface
+
+
+def _webhook_body() -> bytes:
+    event = {
+        "event": "message.inbound",
+        "timestamp": "2026-01-09T03:42:38.000000Z",
+        "data": {"id": "m1", "contactId": "c1", "channel": "line", "messageType": "text", "message": "hi"},
+    }
+    return json.dumps(event).encode()
+
+
+def _basic(user: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+@pytest.mark.parametrize("webhook_auth", ["signature", "basic", "header"])
+async def test_the_http_app_refuses_and_accepts_without_echoing_any_secret(
+    webhook_auth: str, tmp_path: Path, debug_logs: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str]
+) -> None:
+    settings = secret_settings(tmp_path, webhook_auth=webhook_auth)
+    app = build_http_app(_server(SandboxTenant.seeded(), settings), settings, "127.0.0.1")
+    body = _webhook_body()
+    good_signature = hmac.new(WEBHOOK_SECRET.encode(), body, hashlib.sha256).hexdigest()
+    good = {
+        "signature": {"x-signature": good_signature},
+        "basic": {"authorization": _basic("klink", WEBHOOK_PASSWORD)},
+        "header": {"x-hook": WEBHOOK_HEADER_VALUE},
+    }[webhook_auth]
+    wrong = {
+        "signature": {"x-signature": "0" * 64},
+        "basic": {"authorization": _basic("klink", WEBHOOK_PASSWORD[:-1])},
+        "header": {"x-hook": WEBHOOK_HEADER_VALUE[:-1]},
+    }[webhook_auth]
+    json_type = {"content-type": "application/json"}
+    seen: list[str] = []
+    transport = httpx2.ASGITransport(app=app)
+    async with httpx2.AsyncClient(transport=transport, base_url="http://127.0.0.1") as http:
+        for path, headers, expected in [
+            ("/mcp", {**json_type, "authorization": f"Bearer {HTTP_AUTH_TOKEN[:-1]}"}, 401),
+            ("/mcp", json_type, 401),
+            ("/webhooks/klink", json_type, 401),
+            ("/webhooks/klink", {**json_type, **wrong}, 401),
+            ("/webhooks/klink", {**json_type, **good}, 200),
+        ]:
+            response = await http.post(path, content=body, headers=headers)
+            assert response.status_code == expected, (path, response.status_code, response.text)
+            seen.append(response.text + json.dumps(dict(response.headers)))
+    assert all(leaks(text) == [] for text in seen), seen
+    out, err = capfd.readouterr()
+    assert leaks(out) == [] and leaks(err) == []
+    assert_logs_clean(debug_logs)
 
 
 # ----------------------------------------------------------------------------------------- stdio subprocess
