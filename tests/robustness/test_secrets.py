@@ -294,6 +294,7 @@ async def test_a_rejected_token_gives_a_plain_401_error_without_the_token(
         assert_reprs_clean(server, settings)
     rec.assert_clean()
     assert {r.status for r in tenant.requests} == {401}
+    assert leaks((tmp_path / "audit.jsonl").read_text(encoding="utf-8")) == []
     out, err = capsys.readouterr()
     assert leaks(out) == [] and leaks(err) == []
     assert_logs_clean(debug_logs)
@@ -483,10 +484,11 @@ async def test_stdio_subprocess_sending_the_canary_token_over_http_never_prints_
     seen, stderr = await _run_stdio(tmp_path, _subprocess_env(tmp_path, KLINK_BASE_URL=url))
     # The canary token itself was used on the wire (the loopback sandbox only accepts it)...
     assert tenant.requests and all(r.status != 401 for r in tenant.requests)
-    # ...and appears nowhere the process shows.
+    # ...and appears nowhere the process shows or writes.
     assert "DEBUG" in stderr
     assert leaks(stderr) == []
     assert all(leaks(text) == [] for text in seen)
+    assert leaks((tmp_path / "audit.jsonl").read_text(encoding="utf-8")) == []
 
 
 @pytest.mark.xfail(
