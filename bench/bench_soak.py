@@ -1,9 +1,10 @@
 """Memory soak: RSS of the stdio server process over N tool calls (default 10,000).
 
-    python bench/bench_soak.py [--calls 10000]
+    python bench/bench_soak.py [--calls 10000] [--embedded]
 
 The server is `python -m klink_mcp` over stdio against the loopback sandbox (its own process, so
-the sandbox's recorded requests and new tickets do not count against the server). The calls
+the sandbox's recorded requests and new tickets do not count against the server); `--embedded`
+runs it with no token instead, on its in-process sandbox tenant (the demo mode), where they do. The calls
 cycle through a realistic mix: get_contact over 50 contacts, list_tickets pages 1-5, list_cx_logs,
 list_contacts with a keyword, create_ticket every 20th call and tools/list every 250th.
 RSS is read from /proc after the handshake ("start"), every 1,000 calls and at the end; growth
@@ -35,14 +36,15 @@ def _slope(points: list[tuple[int, float]]) -> float:
     return cov / var * 1000 if var else 0.0
 
 
-async def run(calls: int = 10_000) -> dict[str, Any]:
+async def run(calls: int = 10_000, embedded: bool = False) -> dict[str, Any]:
+    """`embedded`: the server serves its in-process sandbox tenant (no token) instead of the loopback one."""
     with sandbox_process() as sandbox:
         async with KlinkClient(sandbox.url, SANDBOX_TOKEN) as client:
             contacts = [str(c.id) for c in (await client.list_contacts(page=1, page_size=50)).items]
             names = [str(getattr(c, "name", "") or "a")[:3] for c in (await client.list_contacts()).items]
         end = dt.datetime(2026, 11, 1)
         start = end - dt.timedelta(days=30)
-        async with stdio_server(sandbox.url) as rpc:
+        async with stdio_server(None if embedded else sandbox.url) as rpc:
             await rpc.request("tools/list")
             samples: list[tuple[int, float]] = [(0, rss_mb(rpc.pid))]
             began = time.perf_counter()
@@ -76,6 +78,7 @@ async def run(calls: int = 10_000) -> dict[str, Any]:
     after_1k = by_count.get(1000, samples[-1][1])
     steady = [(x, y) for x, y in samples if x >= 1000]
     return {
+        "upstream": "embedded sandbox" if embedded else "loopback sandbox process",
         "calls": calls,
         "seconds": seconds,
         "calls_per_s": calls / seconds,
@@ -90,7 +93,7 @@ async def run(calls: int = 10_000) -> dict[str, Any]:
 
 def report(r: dict[str, Any]) -> None:
     print(
-        f"soak, {r['calls']:,} stdio calls in {r['seconds']:.1f} s ({r['calls_per_s']:.0f}/s): RSS start "
+        f"soak ({r['upstream']}), {r['calls']:,} stdio calls in {r['seconds']:.1f} s ({r['calls_per_s']:.0f}/s): RSS start "
         f"{r['rss_start_mb']:.1f} MiB, after 1k {r['rss_after_1k_mb']:.1f} MiB, end {r['rss_end_mb']:.1f} MiB; "
         f"growth 1k->end {r['growth_1k_to_end_mb']:+.1f} MiB, slope {r['slope_mb_per_1k_calls']:+.2f} MiB/1k calls"
     )
@@ -100,8 +103,9 @@ def report(r: dict[str, Any]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--calls", type=int, default=10_000)
+    parser.add_argument("--embedded", action="store_true", help="the server uses its embedded sandbox tenant")
     args = parser.parse_args()
-    report(anyio.run(run, args.calls))
+    report(anyio.run(run, args.calls, args.embedded))
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Run every klink-mcp benchmark, print the figures and the targets, write bench/results/latest.json.
 
-    python bench/run_all.py            # the full run (about 3-4 minutes on 2 cores)
+    python bench/run_all.py            # the full run (about 3.5 minutes on 2 cores)
     python bench/run_all.py --quick    # a short run (under a minute), same sections, fewer samples
     python bench/run_all.py --only latency,http
 
@@ -8,7 +8,8 @@ Sections (each is also a script of its own in this folder):
   compact  bench_compact.py  text a model reads / raw upstream bytes (tickets page, contact, CX logs)
   startup  bench_startup.py  cold start (spawn -> tools/list over stdio) and tools/list size
   latency  bench_latency.py  per-call latency in process / stdio / bare KlinkClient, interleaved
-  soak     bench_soak.py     server RSS over 10,000 stdio calls
+  soak     bench_soak.py     server RSS over 10,000 stdio calls (against the loopback sandbox)
+  soak_embedded              the same with no token: the server's own embedded sandbox (demo mode)
   http     bench_http.py     Streamable HTTP, 32 concurrent clients doing reads for 30 s
 
 Figures, not pass/fail: the exit status is 0 whether or not a target is met (1 only if a section
@@ -132,6 +133,12 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     add("server RSS after soak (MiB)", dig("soak", "rss_end_mb"), 80, "MiB")
     add("RSS growth 1k->end of soak (MiB)", dig("soak", "growth_1k_to_end_mb"), 2, "MiB (no growth)")
     add(
+        "  same, embedded sandbox / demo mode (MiB)",
+        dig("soak_embedded", "growth_1k_to_end_mb"),
+        2,
+        "MiB (no growth)",
+    )
+    add(
         "HTTP 32 readers throughput (reads/s)",
         dig("http", "reads_per_s"),
         300,
@@ -150,6 +157,7 @@ SECTIONS: dict[str, tuple[Callable[[Plan], Any], Callable[[Any], None]]] = {
         bench_latency.report,
     ),
     "soak": (lambda p: anyio.run(bench_soak.run, p.soak_calls), bench_soak.report),
+    "soak_embedded": (lambda p: anyio.run(bench_soak.run, p.soak_calls, True), bench_soak.report),
     "http": (lambda p: anyio.run(bench_http.run, p.http_clients, p.http_seconds), bench_http.report),
 }
 
