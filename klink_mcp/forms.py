@@ -53,7 +53,7 @@ KNOWN_TYPES = frozenset(
 )
 
 _EMAIL_PATTERN = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
-_PHONE_PATTERN = r"^\+?[0-9][0-9 ()\-.]{3,24}$"
+_PHONE_PATTERN = r"^\+?[0-9][0-9 ()\-]{5,19}$"
 _URL_PATTERN = r"^https?://\S+$"
 
 # Built-in fields whose wire key differs from the definition's system_name (contract: create/update

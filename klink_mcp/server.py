@@ -37,6 +37,7 @@ from klink_mcp.schemas import FormRegistry
 from klink_mcp.tools import admin, categories, channels, contacts, cx_logs, messages, tags, tickets
 from klink_mcp.tools import resources as resources_module
 from klink_mcp.tools._common import ServerState
+from klink_mcp.tools.arg_errors import rewrite_argument_error
 from klink_mcp.webhooks.hub import EventHub
 from klink_mcp.webhooks.store import EventStore
 from klink_mcp.webhooks.surface import register_webhook_surface
@@ -193,6 +194,12 @@ def build_server(
             finally:
                 state.client_ = None
 
+    async def compact_argument_errors(ctx: Any, call_next: Callable[[Any], Awaitable[Any]]) -> Any:
+        result = await call_next(ctx)
+        if getattr(ctx, "method", None) == "tools/call" and isinstance(result, dict):
+            return rewrite_argument_error(result)
+        return result
+
     async def refresh_when_stale(ctx: Any, call_next: Callable[[Any], Awaitable[Any]]) -> Any:
         # The TTL is checked where it matters: before a client reads the tool schemas.
         if getattr(ctx, "method", None) == "tools/list" and state.client_ is not None and forms.stale:
@@ -208,7 +215,7 @@ def build_server(
         website_url="https://klink.cloud",
         lifespan=lifespan,
         subscriptions=bus,
-        middleware=[tracker.middleware, refresh_when_stale],
+        middleware=[tracker.middleware, refresh_when_stale, compact_argument_errors],
         log_level=settings.log_level,
         warn_on_duplicate_tools=False,
     )

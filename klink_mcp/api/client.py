@@ -165,6 +165,16 @@ def _page(model: type[M], raw: RawPage, operation: str) -> Page[M]:
 # ---------------------------------------------------------------------------------------------- client
 
 
+def _quiet_http_stack_logs() -> None:
+    """httpx2 logs every request's full URL at INFO, query string included (customer names and phone
+    numbers in `keyword`). Our own request log shows path templates only, so keep the stack's quieter
+    unless the operator set its level explicitly."""
+    for name in ("httpx2", "httpcore2", "httpx", "httpcore"):
+        stack_logger = logging.getLogger(name)
+        if stack_logger.level == logging.NOTSET:
+            stack_logger.setLevel(logging.WARNING)
+
+
 class KlinkClient:
     """Async K-LINK client. Use as `async with KlinkClient(...) as client:` or call `aclose()`.
 
@@ -202,6 +212,7 @@ class KlinkClient:
             raise ConfigError("the K-LINK API token contains spaces or characters a header cannot carry")
         if page_concurrency < 1:
             raise ConfigError("page_concurrency must be at least 1")
+        _quiet_http_stack_logs()
         self._token = secret
         self._page_concurrency = page_concurrency
         self._http = HttpCore(

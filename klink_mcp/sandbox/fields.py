@@ -264,7 +264,10 @@ def _is_valid_datetime(value: str) -> bool:
 
 
 def _is_url(value: str) -> bool:
-    parts = urlsplit(value)
+    try:
+        parts = urlsplit(value)
+    except ValueError:  # e.g. an unclosed IPv6 bracket: a bad URL, not a server error
+        return False
     return parts.scheme in ("http", "https") and bool(parts.netloc) and " " not in value
 
 

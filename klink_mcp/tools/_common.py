@@ -29,6 +29,7 @@ from pydantic import Field
 
 from klink_mcp.api import errors as api_errors
 from klink_mcp.config import Settings
+from klink_mcp.content import sanitize_text
 from klink_mcp.forms import FormValueError
 from klink_mcp.guard.confirm import Approval, GuardRefusal, Pending
 from klink_mcp.guard.policy import annotations_for
@@ -164,8 +165,9 @@ def translate_error(tool: str, exc: BaseException) -> CallToolResult:
 
 
 def _api_message(exc: api_errors.KlinkAPIError) -> str:
+    # K-LINK may echo customer input back in its messages: make it inert like any customer text.
     messages = getattr(exc, "messages", None) or [exc.message]
-    return "; ".join(str(m) for m in messages if m)[:500] or "no details"
+    return sanitize_text("; ".join(str(m) for m in messages if m), max_len=500) or "no details"
 
 
 _HANDLED = (

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import datetime as dt
 from typing import Annotated, Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from mcp.server import MCPServer
-from pydantic import Field
+from pydantic import BeforeValidator, Field
 
 from klink_mcp.tools._common import ListResult, ServerState, ToolFailure, register_tool
 from klink_mcp.tools.contacts import Page, PageSize
@@ -15,13 +16,23 @@ from klink_mcp.tools.views import CxLogView, cx_log_view
 MAX_RANGE_DAYS = 92
 
 
+def _iso_text(value: Any) -> Any:
+    """Dates arrive as ISO-8601 text; a bare number would silently mean seconds since 1970."""
+    if not isinstance(value, str | dt.datetime):
+        raise ValueError("give an ISO-8601 date-time string such as 2026-11-01T00:00:00")
+    return value
+
+
 def register(mcp: MCPServer[Any], state: ServerState) -> None:
     async def list_cx_logs(
         start: Annotated[
             dt.datetime,
+            BeforeValidator(_iso_text),
             Field(description="Range start, ISO-8601 (e.g. 2026-11-01T00:00:00); wall time in `timezone`."),
         ],
-        end: Annotated[dt.datetime, Field(description="Range end, ISO-8601, after start.")],
+        end: Annotated[
+            dt.datetime, BeforeValidator(_iso_text), Field(description="Range end, ISO-8601, after start.")
+        ],
         timezone: Annotated[
             str, Field(min_length=1, max_length=64, description="IANA time zone, e.g. Asia/Singapore.")
         ] = "UTC",
@@ -31,6 +42,17 @@ def register(mcp: MCPServer[Any], state: ServerState) -> None:
         page: Page = 1,
         page_size: PageSize = 20,
     ) -> ListResult[CxLogView]:
+        try:
+            zone = ZoneInfo(timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ToolFailure(
+                "validation",
+                f"Unknown time zone {timezone!r}: use an IANA name such as Asia/Singapore or UTC.",
+                fields=["timezone"],
+            ) from None
+        # Naive times are wall time in `timezone`; times with an offset are converted to it.
+        start = start.replace(tzinfo=zone) if start.tzinfo is None else start.astimezone(zone)
+        end = end.replace(tzinfo=zone) if end.tzinfo is None else end.astimezone(zone)
         if end <= start:
             raise ToolFailure("validation", "end must be after start.", fields=["start", "end"])
         if (end - start) > dt.timedelta(days=MAX_RANGE_DAYS):

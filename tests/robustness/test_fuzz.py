@@ -21,11 +21,10 @@ thread) and the tests are synchronous: hypothesis signals the end of an example'
 BaseException from `data.draw`, which inside an anyio-plugin coroutine would tear down the shared event
 loop; drawing in plain sync code and calling into the portal keeps the two apart.
 
-Known defects found by this fuzzing are pinned at the end of the module as strict xfails, named F1..F7
-in their reasons (a fix turns the xfail into a failure, prompting its removal). Inputs that would only
-trip them again are skipped by `known_bug` (F2, F5), and the mutations avoid the inputs pydantic's lax
-mode converts on purpose (F1: a numeric string or a bool for an integer, "yes" for a boolean, a number
-for a date-time), which the schema rejects but the server accepts and sends upstream.
+Defects this fuzzing found (F2-F7) are fixed and their regression tests sit at the end of the module.
+F1 is kept by decision and pinned as a strict xfail: pydantic's lax mode converts a numeric string or a
+bool for an integer and "yes" for a boolean, which the schema rejects but the server accepts (the
+mutations avoid those inputs). A number for a date-time is refused (it meant 1970).
 """
 
 from __future__ import annotations
@@ -167,14 +166,11 @@ async def _call(client: Client, tool: str, args: dict[str, Any]) -> Any:
 
 
 def known_bug(tool: str, args: dict[str, Any]) -> str | None:
-    """The finding an input would trip again (each one is pinned by a strict xfail below), else None."""
-    if tool == "list_cx_logs":
-        start, end = args.get("start"), args.get("end")
-        if isinstance(start, str) and isinstance(end, str) and _has_offset(start) != _has_offset(end):
-            return "F2"
-    custom = args.get("custom_fields")
-    if isinstance(custom, dict) and any(_breaks_urlsplit(v) for v in custom.values()):
-        return "F5"
+    """The finding an input would trip again (pin each with a strict xfail), else None.
+
+    F2 (mixed naive/offset CX-log ranges) and F5 (URLs that break urlsplit) are fixed, so their inputs
+    are fuzzed again like any other.
+    """
     return None
 
 
@@ -199,7 +195,7 @@ def call_and_check(session: FuzzSession, tool: str, args: dict[str, Any]) -> Non
     """One call, and every invariant of the module docstring."""
     schema = session.schemas[tool]
     errors = schema_errors(schema, args)
-    assume(errors or known_bug(tool, args) is None)
+    assume(errors or known_bug(tool, args) is None)  # no known bugs remain; kept for the next finding
     session.tenant.reset_requests()
     try:
         result = session.portal.call(_call, session.client, tool, args)
@@ -274,18 +270,26 @@ def test_the_fuzz_reached_both_sides_of_every_schema(fuzz_session: FuzzSession) 
 
 
 # Inputs the schema rejects that pydantic's lax mode converts, so they reach K-LINK anyway (finding F1).
+# Kept on purpose: assistants often send "2" for 2 or "true" for true, and the converted value is the one
+# they meant. Numbers as date-times were the harmful case (0 meant 1970) and are refused (test below).
 LAX_INPUTS = [
     pytest.param("list_contacts", {"page": True}, id="bool-as-integer"),
     pytest.param("list_contacts", {"page": "2"}, id="numeric-string-as-integer"),
     pytest.param("get_contact_form_fields", {"custom_only": "yes"}, id="word-as-boolean"),
-    pytest.param("list_cx_logs", {"start": 0, "end": 86_400}, id="number-as-date-time"),
 ]
+
+
+def test_a_number_is_not_accepted_as_a_date_time(fuzz_session: FuzzSession) -> None:
+    fuzz_session.tenant.reset_requests()
+    result = fuzz_session.portal.call(_call, fuzz_session.client, "list_cx_logs", {"start": 0, "end": 86_400})
+    assert result.is_error and error_code(result) == "validation"
+    assert fuzz_session.tenant.requests == []
 
 
 @pytest.mark.xfail(
     strict=True,
-    reason="finding F1: MCPServer validates arguments with pydantic in lax mode, so inputs the published "
-    "schema rejects are converted and sent upstream",
+    reason="finding F1 (kept by decision): MCPServer validates arguments with pydantic in lax mode, so "
+    "convertible inputs the published schema rejects are converted and sent upstream",
 )
 @pytest.mark.parametrize(("tool", "args"), LAX_INPUTS)
 def test_inputs_the_schema_rejects_never_reach_upstream_even_when_convertible(
@@ -298,11 +302,6 @@ def test_inputs_the_schema_rejects_never_reach_upstream_even_when_convertible(
     assert fuzz_session.tenant.requests == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="finding F2: list_cx_logs compares a naive with an aware datetime (tools/cx_logs.py `end <= start`) "
-    "and crashes with TypeError instead of answering",
-)
 def test_a_cx_log_range_mixing_naive_and_offset_times_is_answered_not_crashed(
     fuzz_session: FuzzSession,
 ) -> None:
@@ -313,11 +312,6 @@ def test_a_cx_log_range_mixing_naive_and_offset_times_is_answered_not_crashed(
 
 
 @pytest.mark.anyio
-@pytest.mark.xfail(
-    strict=True,
-    reason="finding F5: the sandbox's URL check (sandbox/fields.py _is_url) lets urlsplit's ValueError escape, "
-    "so a schema-valid custom URL such as 'http://[' gets a 500 instead of a 400",
-)
 async def test_a_malformed_custom_url_is_a_validation_error_not_a_server_error() -> None:
     tenant = SandboxTenant.seeded()
     contact = next(c for c in tenant.contacts.values() if not c.get("deletedAt"))
@@ -329,11 +323,6 @@ async def test_a_malformed_custom_url_is_a_validation_error_not_a_server_error()
     assert error_code(result) == "upstream_validation", result_text(result)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="finding F6: an argument-validation failure raised by the SDK carries no "
-    "_meta['klink_mcp/error'] (code 'validation', fields), unlike the package's own validation errors",
-)
 def test_an_argument_validation_failure_carries_the_validation_code_and_fields(
     fuzz_session: FuzzSession,
 ) -> None:
@@ -343,11 +332,6 @@ def test_an_argument_validation_failure_carries_the_validation_code_and_fields(
     assert error_meta(result).get("fields") == ["contact_id"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="finding F7: K-LINK's error text is relayed to the model unsanitized (tools/_common.py _api_message), "
-    "so input it echoes back keeps its bidi controls",
-)
 def test_upstream_error_text_reaches_the_model_without_bidi_controls(fuzz_session: FuzzSession) -> None:
     contact_id = fuzz_session.hints["contact_id"][0]
     args = {"contact_id": contact_id, "title": "x", "tags": ["\u202dno-such-tag\u202e"]}

@@ -491,11 +491,6 @@ async def test_stdio_subprocess_sending_the_canary_token_over_http_never_prints_
     assert leaks((tmp_path / "audit.jsonl").read_text(encoding="utf-8")) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="finding F3: httpx2's own INFO log line carries the full request URL, query string included, so "
-    "customer search text (names, phone numbers) reaches the logs at KLINK_LOG_LEVEL=INFO/DEBUG",
-)
 async def test_customer_search_text_stays_out_of_the_logs(
     caplog: pytest.LogCaptureFixture, tmp_path: Path
 ) -> None:
