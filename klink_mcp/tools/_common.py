@@ -20,7 +20,7 @@ import inspect
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Generic, Literal, TypeVar
 
 from mcp.server import MCPServer
 from mcp.server.mcpserver import Context
@@ -30,11 +30,11 @@ from pydantic import Field
 from klink_mcp.api import errors as api_errors
 from klink_mcp.config import Settings
 from klink_mcp.content import sanitize_text
-from klink_mcp.forms import FormValueError
+from klink_mcp.forms import FormSchema, FormValueError
 from klink_mcp.guard.confirm import Approval, GuardRefusal, Pending
 from klink_mcp.guard.policy import annotations_for
 from klink_mcp.guard.preview import Preview
-from klink_mcp.tools.views import CompactModel
+from klink_mcp.tools.views import CompactModel, FormFieldView, form_field_view
 
 if TYPE_CHECKING:
     from klink_mcp.api.client import KlinkClient
@@ -55,6 +55,16 @@ class ListResult(CompactModel, Generic[T]):
     page_size: int = Field(description="Requested page size.")
     total: int | None = Field(default=None, description="Total matching items upstream, when known.")
     has_more: bool = Field(description="True when later pages exist: call again with page+1.")
+
+    @classmethod
+    def whole(cls, items: list[T]) -> ListResult[T]:
+        """A list K-LINK returns in one piece (no paging upstream)."""
+        return cls(items=items, page=1, page_size=max(len(items), 1), total=len(items), has_more=False)
+
+    @classmethod
+    def from_page(cls, page: Any, items: list[T], page_size: int) -> ListResult[T]:
+        """Views of one upstream `Page`, keeping its paging facts."""
+        return cls(items=items, page=page.page, page_size=page_size, total=page.total, has_more=page.has_more)
 
 
 @dataclass
@@ -258,6 +268,24 @@ class WriteOutcome(CompactModel):
     next_step: str | None = None
 
 
+OutcomeT = TypeVar("OutcomeT", bound=WriteOutcome)
+
+
+def guarded_outcome(
+    outcome: type[OutcomeT],
+    result_field: str | None,
+    ran: tuple[Any, dict[str, Any]] | InputRequiredResult,
+    **extra: Any,
+) -> OutcomeT | InputRequiredResult:
+    """The tool's outcome model from `run_guarded`'s answer (an elicitation round passes through)."""
+    if isinstance(ran, InputRequiredResult):
+        return ran
+    result, fields = ran
+    if result_field is not None:
+        extra[result_field] = result
+    return outcome(**fields, **extra)
+
+
 async def run_guarded(
     state: ServerState,
     ctx: Context[Any, Any],
@@ -305,3 +333,22 @@ def unregister(mcp: MCPServer[Any], name: str) -> None:
     """Remove a tool if it is registered (re-registration after a form change)."""
     if mcp._tool_manager.get_tool(name) is not None:
         mcp.remove_tool(name)
+
+
+def custom_fields_param(schema: FormSchema, *, for_update: bool, kind: str) -> list[inspect.Parameter]:
+    """The `custom_fields` parameter of a compiled create/update tool (none when the form has no cf_*)."""
+    model = schema.custom_model(for_update=for_update)
+    if model is None:
+        return []
+    desc = f"Custom cf_* {kind} fields of this tenant, keyed by system_name."
+    if schema.has_required_custom and not for_update:
+        return [kw("custom_fields", Annotated[model, Field(description=desc)])]
+    return [kw("custom_fields", Annotated[model | None, Field(description=desc)], None)]
+
+
+def form_field_list(fields: list[Any], *, custom_only: bool) -> ListResult[FormFieldView]:
+    """A form's field definitions as views (archived ones left out)."""
+    views = [form_field_view(f) for f in fields if not getattr(f, "is_archived", False)]
+    if custom_only:
+        views = [v for v in views if v.custom]
+    return ListResult[FormFieldView].whole(views)

@@ -10,7 +10,14 @@ from mcp.types import InputRequiredResult
 from pydantic import Field
 
 from klink_mcp.tools import previews
-from klink_mcp.tools._common import ListResult, ServerState, WriteOutcome, register_tool, run_guarded
+from klink_mcp.tools._common import (
+    ListResult,
+    ServerState,
+    WriteOutcome,
+    guarded_outcome,
+    register_tool,
+    run_guarded,
+)
 from klink_mcp.tools.views import ChannelView, channel_view
 
 ChannelType = Literal["whatsapp", "messenger", "line", "email", "instagram", "telegram", "webchat", "custom"]
@@ -23,13 +30,7 @@ class ChannelOutcome(WriteOutcome):
 def register(mcp: MCPServer[Any], state: ServerState) -> None:
     async def list_channels() -> ListResult[ChannelView]:
         channels = await state.client.list_channels()
-        return ListResult[ChannelView](
-            items=[channel_view(c) for c in channels],
-            page=1,
-            page_size=max(len(channels), 1),
-            total=len(channels),
-            has_more=False,
-        )
+        return ListResult[ChannelView].whole([channel_view(c) for c in channels])
 
     register_tool(
         mcp,
@@ -65,10 +66,7 @@ def register(mcp: MCPServer[Any], state: ServerState) -> None:
             execute=execute,
             target_ids={},
         )
-        if isinstance(ran, InputRequiredResult):
-            return ran
-        channel, outcome = ran
-        return ChannelOutcome(**outcome, channel=channel)
+        return guarded_outcome(ChannelOutcome, "channel", ran)
 
     register_tool(
         mcp,

@@ -23,6 +23,9 @@ from klink_mcp.tools._common import (
     ToolFailure,
     WriteOutcome,
     build_function,
+    custom_fields_param,
+    form_field_list,
+    guarded_outcome,
     kw,
     register_tool,
     run_guarded,
@@ -35,7 +38,6 @@ from klink_mcp.tools.views import (
     GroupView,
     contact_detail,
     contact_summary,
-    form_field_view,
     group_view,
 )
 
@@ -92,12 +94,8 @@ def register_static(mcp: MCPServer[Any], state: ServerState) -> None:
         page_size: PageSize = 10,
     ) -> ListResult[ContactSummary]:
         result = await state.client.list_contacts(keyword=keyword or None, page=page, page_size=page_size)
-        return ListResult[ContactSummary](
-            items=[contact_summary(c) for c in result.items],
-            page=result.page,
-            page_size=page_size,
-            total=result.total,
-            has_more=result.has_more,
+        return ListResult[ContactSummary].from_page(
+            result, [contact_summary(c) for c in result.items], page_size
         )
 
     register_tool(
@@ -122,13 +120,7 @@ def register_static(mcp: MCPServer[Any], state: ServerState) -> None:
         ],
     ) -> ListResult[ContactSummary]:
         contacts = await state.client.find_contacts_by_social_platform_id(social_platform_id)
-        return ListResult[ContactSummary](
-            items=[contact_summary(c) for c in contacts],
-            page=1,
-            page_size=max(len(contacts), 1),
-            total=len(contacts),
-            has_more=False,
-        )
+        return ListResult[ContactSummary].whole([contact_summary(c) for c in contacts])
 
     register_tool(
         mcp,
@@ -142,13 +134,7 @@ def register_static(mcp: MCPServer[Any], state: ServerState) -> None:
     async def get_contact_form_fields(
         custom_only: Annotated[bool, Field(description="Only the custom cf_* fields.")] = False,
     ) -> ListResult[FormFieldView]:
-        fields = await state.client.all_contact_form_fields()
-        views = [form_field_view(f) for f in fields if not getattr(f, "is_archived", False)]
-        if custom_only:
-            views = [v for v in views if v.custom]
-        return ListResult[FormFieldView](
-            items=views, page=1, page_size=max(len(views), 1), total=len(views), has_more=False
-        )
+        return form_field_list(await state.client.all_contact_form_fields(), custom_only=custom_only)
 
     register_tool(
         mcp,
@@ -207,13 +193,7 @@ def register_static(mcp: MCPServer[Any], state: ServerState) -> None:
 
     async def list_contact_groups() -> ListResult[GroupView]:
         groups = await state.client.list_contact_groups()
-        return ListResult[GroupView](
-            items=[group_view(g) for g in groups],
-            page=1,
-            page_size=max(len(groups), 1),
-            total=len(groups),
-            has_more=False,
-        )
+        return ListResult[GroupView].whole([group_view(g) for g in groups])
 
     register_tool(
         mcp,
@@ -256,10 +236,7 @@ def register_static(mcp: MCPServer[Any], state: ServerState) -> None:
             execute=execute,
             target_ids={"contact_id": contact_id},
         )
-        if isinstance(ran, InputRequiredResult):
-            return ran
-        after_tags, outcome = ran
-        return ContactTagsOutcome(**outcome, contact_id=contact_id, tags=after_tags)
+        return guarded_outcome(ContactTagsOutcome, "tags", ran, contact_id=contact_id)
 
     register_tool(
         mcp,
@@ -307,16 +284,6 @@ def register_form_tools(mcp: MCPServer[Any], state: ServerState, schema: FormSch
     )
     token_param = kw("confirmation_token", ConfirmationToken, None)
 
-    def custom_param(for_update: bool) -> list[Any]:
-        model = schema.custom_model(for_update=for_update)
-        if model is None:
-            return []
-        required = schema.has_required_custom and not for_update
-        desc = "Custom cf_* fields of this tenant, keyed by system_name."
-        if required:
-            return [kw("custom_fields", Annotated[model, Field(description=desc)])]
-        return [kw("custom_fields", Annotated[model | None, Field(description=desc)], None)]
-
     builtin_names = [f.param_name for f in schema.builtin]
 
     async def create_impl(**kwargs: Any) -> CreateContactOutcome | InputRequiredResult:
@@ -343,10 +310,7 @@ def register_form_tools(mcp: MCPServer[Any], state: ServerState, schema: FormSch
             execute=execute,
             target_ids={},
         )
-        if isinstance(ran, InputRequiredResult):
-            return ran
-        contact, outcome = ran
-        return CreateContactOutcome(**outcome, contact=contact)
+        return guarded_outcome(CreateContactOutcome, "contact", ran)
 
     async def update_impl(**kwargs: Any) -> UpdateContactOutcome | InputRequiredResult:
         ctx = kwargs.pop("ctx")
@@ -373,16 +337,13 @@ def register_form_tools(mcp: MCPServer[Any], state: ServerState, schema: FormSch
             execute=execute,
             target_ids={"contact_id": contact_id},
         )
-        if isinstance(ran, InputRequiredResult):
-            return ran
-        contact, outcome = ran
-        return UpdateContactOutcome(**outcome, contact=contact)
+        return guarded_outcome(UpdateContactOutcome, "contact", ran)
 
     guarded = state.guard.is_guarded
     create_params = [
         ctx_param,
         *schema.builtin_parameters(for_update=False),
-        *custom_param(False),
+        *custom_fields_param(schema, for_update=False, kind="contact"),
         tags_param,
         *([token_param] if guarded("create_contact") else []),
     ]
@@ -402,7 +363,7 @@ def register_form_tools(mcp: MCPServer[Any], state: ServerState, schema: FormSch
         ctx_param,
         kw("contact_id", ContactId),
         *schema.builtin_parameters(for_update=True),
-        *custom_param(True),
+        *custom_fields_param(schema, for_update=True, kind="contact"),
         tags_param,
         *([token_param] if guarded("update_contact") else []),
     ]

@@ -65,9 +65,7 @@ def register(mcp: MCPServer[Any], state: ServerState) -> None:
         items = [cx_log_view(c) for c in result.items]
         if contact_id:
             items = [c for c in items if c.contact_id == contact_id]
-        return ListResult[CxLogView](
-            items=items, page=result.page, page_size=page_size, total=result.total, has_more=result.has_more
-        )
+        return ListResult[CxLogView].from_page(result, items, page_size)
 
     register_tool(
         mcp,

@@ -11,7 +11,14 @@ from pydantic import Field
 
 from klink_mcp.content import sanitize_text
 from klink_mcp.tools import previews
-from klink_mcp.tools._common import ServerState, ToolFailure, WriteOutcome, register_tool, run_guarded
+from klink_mcp.tools._common import (
+    ServerState,
+    ToolFailure,
+    WriteOutcome,
+    guarded_outcome,
+    register_tool,
+    run_guarded,
+)
 from klink_mcp.tools.contacts import ConfirmationToken, ContactId
 from klink_mcp.tools.views import SentMessageView, raw_dict
 
@@ -65,10 +72,7 @@ def register(mcp: MCPServer[Any], state: ServerState) -> None:
             execute=execute,
             target_ids={"contact_id": contact_id},
         )
-        if isinstance(ran, InputRequiredResult):
-            return ran
-        sent, outcome = ran
-        return SendMessageOutcome(**outcome, sent=sent)
+        return guarded_outcome(SendMessageOutcome, "sent", ran)
 
     register_tool(
         mcp,

@@ -30,14 +30,12 @@ from mcp.types import (
 from pydantic import Field
 
 from klink_mcp.api import errors as api_errors
-from klink_mcp.tools._common import ServerState
-from klink_mcp.tools.tickets import DEFAULT_STATUSES, status_values
+from klink_mcp.tools._common import ServerState, form_field_list
+from klink_mcp.tools.tickets import DEFAULT_STATUSES, find_ticket_by_number, status_values
 from klink_mcp.tools.views import (
     category_node,
     contact_detail,
-    form_field_view,
     ticket_detail,
-    ticket_summary,
 )
 
 logger = logging.getLogger("klink_mcp.resources")
@@ -76,8 +74,7 @@ def register(mcp: MCPServer[Any], state: ServerState) -> None:
         if not ticket_number.isdigit():
             raise ResourceNotFoundError(f"Ticket numbers are digits, got {ticket_number!r}")
         number = int(ticket_number)
-        page = await state.client.list_tickets(page=1, page_size=100, ticket_number=number)
-        match = next((t for t in page.items if ticket_summary(t).ticket_number == number), None)
+        match = await find_ticket_by_number(state, number)
         if match is None:
             raise ResourceNotFoundError(f"No ticket number {number}")
         return _json(ticket_detail(match).model_dump(exclude_none=True))
@@ -89,8 +86,7 @@ def register(mcp: MCPServer[Any], state: ServerState) -> None:
         mime_type="application/json",
     )
     async def contact_form_resource() -> str:
-        fields = await state.client.all_contact_form_fields()
-        return _json([form_field_view(f).model_dump(exclude_none=True) for f in fields if not _archived(f)])
+        return _form_json(await state.client.all_contact_form_fields())
 
     @mcp.resource(
         "klink://forms/ticket",
@@ -99,8 +95,7 @@ def register(mcp: MCPServer[Any], state: ServerState) -> None:
         mime_type="application/json",
     )
     async def ticket_form_resource() -> str:
-        fields = await state.client.all_ticket_form_fields()
-        return _json([form_field_view(f).model_dump(exclude_none=True) for f in fields if not _archived(f)])
+        return _form_json(await state.client.all_ticket_form_fields())
 
     @mcp.resource(
         "klink://categories",
@@ -139,8 +134,8 @@ def register(mcp: MCPServer[Any], state: ServerState) -> None:
         mcp.add_prompt(prompt.to_mcp())
 
 
-def _archived(field: Any) -> bool:
-    return bool(getattr(field, "is_archived", False))
+def _form_json(fields: list[Any]) -> str:
+    return _json([v.model_dump() for v in form_field_list(fields, custom_only=False).items])
 
 
 async def completion_values(state: ServerState, name: str) -> list[str] | None:

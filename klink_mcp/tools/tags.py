@@ -13,13 +13,7 @@ from klink_mcp.tools.views import TagView, tag_view
 def register(mcp: MCPServer[Any], state: ServerState) -> None:
     async def list_tags() -> ListResult[TagView]:
         tags = await state.client.list_tags()
-        return ListResult[TagView](
-            items=[tag_view(t) for t in tags],
-            page=1,
-            page_size=max(len(tags), 1),
-            total=len(tags),
-            has_more=False,
-        )
+        return ListResult[TagView].whole([tag_view(t) for t in tags])
 
     register_tool(
         mcp,

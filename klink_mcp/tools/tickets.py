@@ -7,6 +7,7 @@ K-LINK has no single-ticket endpoint: `get_ticket_by_number` is served from the 
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, Literal
 
 from mcp.server import MCPServer
@@ -23,6 +24,9 @@ from klink_mcp.tools._common import (
     ToolFailure,
     WriteOutcome,
     build_function,
+    custom_fields_param,
+    form_field_list,
+    guarded_outcome,
     kw,
     register_tool,
     run_guarded,
@@ -33,7 +37,6 @@ from klink_mcp.tools.views import (
     FormFieldView,
     TicketDetail,
     TicketSummary,
-    form_field_view,
     ticket_detail,
     ticket_summary,
 )
@@ -50,6 +53,28 @@ MAX_SCAN_PAGES = 50
 
 class TicketOutcome(WriteOutcome):
     ticket: TicketDetail | None = None
+
+
+async def find_ticket_by_number(
+    state: ServerState,
+    number: int,
+    progress: Callable[[int, int], Awaitable[None]] | None = None,
+) -> Any | None:
+    """The ticket with this number, from the listing (K-LINK has no single-ticket endpoint).
+
+    Asks with the (inferred) `ticketNumber` filter first; if the tenant ignores it, scans the listing
+    page by page (up to MAX_SCAN_PAGES), reporting progress.
+    """
+    page = await state.client.list_tickets(page=1, page_size=100, ticket_number=number)
+    scanned = 1
+    while True:
+        match = next((t for t in page.items if ticket_summary(t).ticket_number == number), None)
+        if match is not None or not page.has_more or scanned >= MAX_SCAN_PAGES:
+            return match
+        scanned += 1
+        if progress is not None:
+            await progress(scanned, min(page.last_page or MAX_SCAN_PAGES, MAX_SCAN_PAGES))
+        page = await state.client.list_tickets(page=scanned, page_size=100)
 
 
 def register_static(mcp: MCPServer[Any], state: ServerState) -> None:
@@ -89,13 +114,7 @@ def register_static(mcp: MCPServer[Any], state: ServerState) -> None:
             if detail
             else [TicketDetail(**ticket_summary(t).model_dump()) for t in result.items]
         )
-        return ListResult[TicketDetail](
-            items=items,
-            page=result.page,
-            page_size=page_size,
-            total=result.total,
-            has_more=result.has_more,
-        )
+        return ListResult[TicketDetail].from_page(result, items, page_size)
 
     register_tool(
         mcp,
@@ -111,16 +130,10 @@ def register_static(mcp: MCPServer[Any], state: ServerState) -> None:
         ctx: Context[Any, Any],
         ticket_number: Annotated[int, Field(ge=1, description="The ticket number people quote, e.g. 1042.")],
     ) -> TicketDetail:
-        first = await state.client.list_tickets(page=1, page_size=100, ticket_number=ticket_number)
-        match = next((t for t in first.items if ticket_summary(t).ticket_number == ticket_number), None)
-        page = first
-        scanned = 1
-        # If the tenant ignores the ticketNumber filter, scan the listing page by page.
-        while match is None and page.has_more and scanned < MAX_SCAN_PAGES:
-            scanned += 1
-            await ctx.report_progress(scanned, min(page.last_page or MAX_SCAN_PAGES, MAX_SCAN_PAGES))
-            page = await state.client.list_tickets(page=scanned, page_size=100)
-            match = next((t for t in page.items if ticket_summary(t).ticket_number == ticket_number), None)
+        async def progress(done: int, total: int) -> None:
+            await ctx.report_progress(done, total)
+
+        match = await find_ticket_by_number(state, ticket_number, progress)
         if match is None:
             raise ToolFailure(
                 "not_found",
@@ -141,12 +154,8 @@ def register_static(mcp: MCPServer[Any], state: ServerState) -> None:
         contact_id: ContactId, page: Page = 1, page_size: PageSize = 10
     ) -> ListResult[TicketSummary]:
         result = await state.client.list_contact_tickets(contact_id, page=page, page_size=page_size)
-        return ListResult[TicketSummary](
-            items=[ticket_summary(t) for t in result.items],
-            page=result.page,
-            page_size=page_size,
-            total=result.total,
-            has_more=result.has_more,
+        return ListResult[TicketSummary].from_page(
+            result, [ticket_summary(t) for t in result.items], page_size
         )
 
     register_tool(
@@ -161,13 +170,7 @@ def register_static(mcp: MCPServer[Any], state: ServerState) -> None:
     async def get_ticket_form_fields(
         custom_only: Annotated[bool, Field(description="Only the custom cf_* fields.")] = False,
     ) -> ListResult[FormFieldView]:
-        fields = await state.client.all_ticket_form_fields()
-        views = [form_field_view(f) for f in fields if not getattr(f, "is_archived", False)]
-        if custom_only:
-            views = [v for v in views if v.custom]
-        return ListResult[FormFieldView](
-            items=views, page=1, page_size=max(len(views), 1), total=len(views), has_more=False
-        )
+        return form_field_list(await state.client.all_ticket_form_fields(), custom_only=custom_only)
 
     register_tool(
         mcp,
@@ -220,15 +223,6 @@ def register_form_tools(mcp: MCPServer[Any], state: ServerState, schema: FormSch
     guarded = state.guard.is_guarded
     builtin_names = [f.param_name for f in schema.builtin]
 
-    def custom_param(for_update: bool) -> list[Any]:
-        model = schema.custom_model(for_update=for_update)
-        if model is None:
-            return []
-        desc = "Custom cf_* ticket fields of this tenant, keyed by system_name."
-        if schema.has_required_custom and not for_update:
-            return [kw("custom_fields", Annotated[model, Field(description=desc)])]
-        return [kw("custom_fields", Annotated[model | None, Field(description=desc)], None)]
-
     async def create_impl(**kwargs: Any) -> TicketOutcome | InputRequiredResult:
         ctx = kwargs.pop("ctx")
         token = kwargs.pop("confirmation_token", None)
@@ -257,10 +251,7 @@ def register_form_tools(mcp: MCPServer[Any], state: ServerState, schema: FormSch
             execute=execute,
             target_ids={"contact_id": contact_id},
         )
-        if isinstance(ran, InputRequiredResult):
-            return ran
-        ticket, outcome = ran
-        return TicketOutcome(**outcome, ticket=ticket)
+        return guarded_outcome(TicketOutcome, "ticket", ran)
 
     create_params = [
         ctx_param,
@@ -269,7 +260,7 @@ def register_form_tools(mcp: MCPServer[Any], state: ServerState, schema: FormSch
             Annotated[str, Field(min_length=1, max_length=256, description="The customer's contact id.")],
         ),
         *schema.builtin_parameters(for_update=False),
-        *custom_param(False),
+        *custom_fields_param(schema, for_update=False, kind="ticket"),
         tags_param,
         *([token_param] if guarded("create_ticket") else []),
     ]
@@ -314,10 +305,7 @@ def register_form_tools(mcp: MCPServer[Any], state: ServerState, schema: FormSch
             execute=execute,
             target_ids={"ticket_id": ticket_id},
         )
-        if isinstance(ran, InputRequiredResult):
-            return ran
-        ticket, outcome = ran
-        return TicketOutcome(**outcome, ticket=ticket)
+        return guarded_outcome(TicketOutcome, "ticket", ran)
 
     update_params = [
         ctx_param,
@@ -328,7 +316,7 @@ def register_form_tools(mcp: MCPServer[Any], state: ServerState, schema: FormSch
             Annotated[str | None, Field(max_length=256, description="Agent id to assign the ticket to.")],
             None,
         ),
-        *custom_param(True),
+        *custom_fields_param(schema, for_update=True, kind="ticket"),
         tags_param,
         *([token_param] if guarded("update_ticket") else []),
     ]
@@ -364,10 +352,7 @@ def register_form_tools(mcp: MCPServer[Any], state: ServerState, schema: FormSch
             execute=execute,
             target_ids={"ticket_id": ticket_id},
         )
-        if isinstance(ran, InputRequiredResult):
-            return ran
-        ticket, outcome = ran
-        return TicketOutcome(**outcome, ticket=ticket)
+        return guarded_outcome(TicketOutcome, "ticket", ran)
 
     status_params = [
         ctx_param,

@@ -279,3 +279,31 @@ async def test_confirmed_message_is_sent_exactly_as_previewed_without_invisible_
     sent = list(tenant.messages.values())[-1] if isinstance(tenant.messages, dict) else tenant.messages[-1]
     assert len(tenant.messages) == before + 1
     assert sent["message"] == "Hello there!" == shown
+
+
+async def test_ticket_lookup_scans_the_listing_when_the_tenant_ignores_the_number_filter(
+    tenant: SandboxTenant,
+) -> None:
+    from tests.server.conftest import make_server
+
+    server = make_server(tenant)
+    oldest = min(tenant.tickets.values(), key=lambda t: t["ticketNumber"])
+    progress: list[float] = []
+
+    async def on_progress(done: float, total: float | None, message: str | None) -> None:
+        progress.append(done)
+
+    async with Client(server) as client:
+        state = server.klink_state  # type: ignore[attr-defined]
+        real = state.client.list_tickets
+
+        async def ignoring_number(**kwargs: Any) -> Any:
+            kwargs.pop("ticket_number", None)
+            return await real(**kwargs)
+
+        state.client.list_tickets = ignoring_number
+        found = await client.call_tool(
+            "get_ticket_by_number", {"ticket_number": oldest["ticketNumber"]}, progress_callback=on_progress
+        )
+    assert sc(found)["id"] == oldest["id"]
+    assert progress and progress[-1] >= 5  # 500+ tickets, 100 a page, oldest last
