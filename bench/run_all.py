@@ -1,7 +1,7 @@
 """Run every klink-mcp benchmark, print the figures and the targets, write bench/results/latest.json.
 
     python bench/run_all.py            # the full run (about 3.5 minutes on 2 cores)
-    python bench/run_all.py --quick    # a short run (under a minute), same sections, fewer samples
+    python bench/run_all.py --quick    # a short run (about a minute), same sections, fewer samples
     python bench/run_all.py --only latency,http
 
 Sections (each is also a script of its own in this folder):
@@ -161,7 +161,7 @@ SECTIONS: dict[str, tuple[Callable[[Plan], Any], Callable[[Any], None]]] = {
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="fewer samples, same sections (< 1 minute)")
+    parser.add_argument("--quick", action="store_true", help="fewer samples, same sections (about a minute)")
     parser.add_argument("--only", help=f"comma-separated sections ({', '.join(SECTIONS)})")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"JSON results (default {DEFAULT_OUT})")
     args = parser.parse_args()
