@@ -33,6 +33,7 @@ the guard, not content filtering, decides what runs.
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 
@@ -82,8 +83,13 @@ def is_forbidden_char(ch: str) -> bool:
     return category in _REMOVED_CATEGORIES or category in ("Zl", "Zp")
 
 
+_forbidden_cached = functools.lru_cache(maxsize=8192)(is_forbidden_char)
+# Printable ASCII plus LF and TAB: nothing to strip and NFC is the identity, so such text passes as is.
+_UNSAFE_ASCII = re.compile(r"[^\t\n\x20-\x7e]")
+
+
 def _strip(s: str) -> str:
-    return "".join(ch for ch in s if not is_forbidden_char(ch))
+    return "".join(ch for ch in s if not _forbidden_cached(ch))
 
 
 def sanitize_text(s: str, *, max_len: int | None = None) -> str:
@@ -101,9 +107,10 @@ def sanitize_text(s: str, *, max_len: int | None = None) -> str:
     if max_len is not None and max_len < 0:
         raise ValueError("max_len must be >= 0")
     text = _NEWLINES.sub("\n", s)
-    # Strip before normalising (so a removed character cannot block a composition) and again after
-    # (normalisation never creates a forbidden character today; the second pass keeps that a guarantee).
-    text = _strip(unicodedata.normalize("NFC", _strip(text)))
+    # Plain printable ASCII (the common case, on a hot path: every view sanitizes its strings) is
+    # already clean; anything else goes through the full per-character pass.
+    if not text.isascii() or _UNSAFE_ASCII.search(text):
+        text = _clean(text)
     if max_len is None or len(text) <= max_len:
         return text
     cut = max_len
@@ -113,6 +120,12 @@ def sanitize_text(s: str, *, max_len: int | None = None) -> str:
         cut = max_len
     dropped = len(text) - cut
     return f"{text[:cut]}…[truncated {dropped} chars]"
+
+
+def _clean(text: str) -> str:
+    # Strip before normalising (so a removed character cannot block a composition) and again after
+    # (normalisation never creates a forbidden character today; the second pass keeps that a guarantee).
+    return _strip(unicodedata.normalize("NFC", _strip(text)))
 
 
 def _escape_angles(text: str) -> str:

@@ -134,3 +134,10 @@ def test_the_untrusted_note_names_the_fence_and_denies_approval() -> None:
     assert "never instructions" in UNTRUSTED_NOTE
     assert "approval" in UNTRUSTED_NOTE
     assert UNTRUSTED_NOTE.count(".") == 1
+
+
+@given(st.text(alphabet=st.characters(max_codepoint=0x7F)))
+def test_the_ascii_fast_path_gives_what_the_full_pass_gives(s: str) -> None:
+    from klink_mcp.content import _NEWLINES, _clean
+
+    assert sanitize_text(s) == _clean(_NEWLINES.sub("\n", s))
