@@ -21,6 +21,7 @@ from typing import Any
 import anyio
 import httpx2
 from mcp.server import MCPServer
+from mcp.server.lowlevel.server import NotificationOptions
 from mcp.server.mcpserver import RequestStateSecurity
 from mcp.server.subscriptions import InMemorySubscriptionBus
 from mcp.shared.subscriptions import ToolsListChanged
@@ -108,6 +109,7 @@ def make_sandbox_transport(settings: Settings) -> tuple[httpx2.AsyncBaseTranspor
         if settings.sandbox_fixture
         else SandboxTenant.seeded()
     )
+    tenant.max_recorded_requests = 500  # a demo server runs for days: keep its request log bounded
     return SandboxTransport(tenant, token=settings.sandbox_token.get_secret_value()), SANDBOX_BASE_URL
 
 
@@ -220,6 +222,7 @@ def build_server(
         warn_on_duplicate_tools=False,
     )
 
+    _announce_tool_list_changes(mcp)
     contacts.register_static(mcp, state)
     tags.register(mcp, state)
     channels.register(mcp, state)
@@ -270,6 +273,23 @@ def _request_state_security(settings: Settings) -> RequestStateSecurity | None:
         b"klink-mcp request-state|" + settings.guard_secret.get_secret_value().encode()
     ).digest()
     return RequestStateSecurity(keys=[key])
+
+
+def _announce_tool_list_changes(mcp: MCPServer[Any]) -> None:
+    """Declare `tools.listChanged` to handshake-era clients: the tool list does change (form fields).
+
+    MCPServer builds its initialization options without notification options in several places (stdio,
+    Streamable HTTP, the in-process runner), so the default is set once on the low-level server.
+    """
+    lowlevel = mcp._lowlevel_server
+    original = lowlevel.create_initialization_options
+
+    def with_tool_list_changes(
+        notification_options: NotificationOptions | None = None, *args: Any, **kwargs: Any
+    ) -> Any:
+        return original(notification_options or NotificationOptions(tools_changed=True), *args, **kwargs)
+
+    lowlevel.create_initialization_options = with_tool_list_changes  # type: ignore[method-assign]
 
 
 async def _follow_events(hub: EventHub) -> None:

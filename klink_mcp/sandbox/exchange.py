@@ -71,6 +71,9 @@ def complete(
     payload, body_ok = parse_body(body)
     record = RecordedRequest(method.upper(), unquote(raw_path), query, payload, None, redact_headers(headers))
     tenant.requests.append(record)
+    cap = tenant.max_recorded_requests
+    if cap is not None and len(tenant.requests) > cap:
+        del tenant.requests[: len(tenant.requests) - cap]
     if decision.error_status is not None:
         status = decision.error_status
         reply = Reply(status, list(JSON_HEADERS), encode_json(error_body(status, _MESSAGES[status])))

@@ -151,6 +151,8 @@ class SandboxTenant:
         self.cx_logs = data.cx_logs
         self.messages = data.messages
         self.requests: list[RecordedRequest] = []
+        # None keeps every request (tests count them); a long-running demo server sets a cap.
+        self.max_recorded_requests: int | None = None
         self.faults = FaultConfig()
         # Every wait of the tenant (latency, slow bodies) goes through this; tests may replace it.
         self.sleep: Callable[[float], Awaitable[None]] = anyio.sleep

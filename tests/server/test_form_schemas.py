@@ -235,3 +235,10 @@ async def test_an_idle_legacy_client_is_told_when_another_client_refreshes(tenan
         with anyio.fail_after(5):
             await got.wait()
     assert server.klink_tracker.connection_count == 0  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("era", ["legacy", "auto"])
+async def test_the_server_declares_that_its_tool_list_changes(tenant: SandboxTenant, era: str) -> None:
+    async with Client(make_server(tenant), mode=era) as client:  # type: ignore[arg-type]
+        tools = client.server_capabilities.tools
+        assert tools is not None and tools.list_changed is True
