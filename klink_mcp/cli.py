@@ -165,5 +165,7 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
 
         anyio.run(serve_stdio_with_webhooks, mcp, settings, webhooks_port)
         return 0
-    mcp.run("stdio")
+    from klink_mcp.stdio_transport import run_stdio
+
+    run_stdio(mcp)
     return 0

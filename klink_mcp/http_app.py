@@ -113,5 +113,7 @@ async def serve_stdio_with_webhooks(mcp: MCPServer[Any], settings: Settings, web
     hub = mcp.klink_hub  # type: ignore[attr-defined]  # set by build_server
     async with anyio.create_task_group() as tg:
         tg.start_soon(run_receiver, settings, hub, "127.0.0.1", webhooks_port)
-        await mcp.run_stdio_async()
+        from klink_mcp.stdio_transport import serve_stdio
+
+        await serve_stdio(mcp)
         tg.cancel_scope.cancel()
