@@ -220,26 +220,34 @@ def _unique(items: list[Any]) -> list[Any]:
     return items
 
 
+def _adds_information(value: str, label: str | None) -> bool:
+    """A label worth showing: not just the value re-cased or with spaces for underscores."""
+    if not label:
+        return False
+
+    def norm(text: str) -> str:
+        return re.sub(r"[\s_\-]+", " ", text).strip().lower()
+
+    return norm(label) != norm(value)
+
+
 def _describe(f: CompiledField, cap: int) -> str:
+    # Formats (date, date-time, email, uri) are in the schema itself; the description adds what the
+    # schema cannot say: the display name, labels that differ from values, an unknown type.
     parts = [f.display_name]
-    if f.field_type == "date":
-        parts.append("date YYYY-MM-DD")
-    elif f.field_type == "datetime":
-        parts.append("ISO-8601 date-time")
-    elif f.field_type not in KNOWN_TYPES:
+    if f.field_type not in KNOWN_TYPES:
         parts.append(f"K-LINK field type '{f.field_type}', sent as text")
     if f.has_options:
         pairs = [
-            v if (not lab or lab == v) else f"{v}={lab}"
+            f"{v}={lab}" if _adds_information(v, lab) else v
             for v, lab in zip(f.option_values, f.option_labels, strict=True)
         ]
-        labelled = any(lab and lab != v for v, lab in zip(f.option_values, f.option_labels, strict=True))
         if f.capped:
             parts.append(
                 f"one of {len(pairs)} options, e.g. {', '.join(pairs[:8])}; others are checked on submit"
             )
-        elif labelled:
-            parts.append("labels: " + ", ".join(pairs))
+        elif any(_adds_information(v, lab) for v, lab in zip(f.option_values, f.option_labels, strict=True)):
+            parts.append("labels: " + ", ".join(p for p in pairs if "=" in p))
     return "; ".join(parts)
 
 

@@ -507,13 +507,40 @@ _Validator = jsonschema.validators.extend(
 _VALIDATORS: dict[str, Any] = {}
 
 
+def _without_optional_nulls(schema: Mapping[str, Any], value: Any) -> Any:
+    """`value` with null members of optional properties removed.
+
+    The server publishes optional arguments without a null branch (klink_mcp.tools.schema_slim) and
+    reads an explicit null as "not given", so for the oracle an optional null is an omitted key.
+    """
+    if not isinstance(value, dict):
+        return value
+    resolved = schema
+    ref = schema.get("$ref")
+    if isinstance(ref, str) and ref.startswith("#/$defs/"):
+        resolved = _ROOT_DEFS.get(ref.split("/")[-1], schema)
+    props = resolved.get("properties", {})
+    required = set(resolved.get("required", ()))
+    out = {}
+    for key, item in value.items():
+        if item is None and key in props and key not in required:
+            continue
+        out[key] = _without_optional_nulls(props.get(key, {}), item) if key in props else item
+    return out
+
+
+_ROOT_DEFS: dict[str, Any] = {}
+
+
 def schema_errors(schema: Mapping[str, Any], args: Mapping[str, Any]) -> list[jsonschema.ValidationError]:
     """Why the schema rejects `args` (empty when it accepts them)."""
     key = json.dumps(schema, sort_keys=True)
     validator = _VALIDATORS.get(key)
     if validator is None:
         validator = _VALIDATORS[key] = _Validator(copy.deepcopy(dict(schema)), format_checker=_FORMATS)
-    return list(validator.iter_errors(dict(args)))
+    _ROOT_DEFS.clear()
+    _ROOT_DEFS.update(schema.get("$defs", {}))
+    return list(validator.iter_errors(_without_optional_nulls(schema, dict(args))))
 
 
 def fields_named(
