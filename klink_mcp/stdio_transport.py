@@ -297,9 +297,13 @@ async def _serve_fds(in_fd: int, out_fd: int, max_line_bytes: int) -> AsyncItera
                 # The server is done with the streams: nobody takes lines any more, and the writer
                 # gets a bounded time to hand over what it already has.
                 stdin_scope.cancel()
+                read_receive.close()
                 write_send.close()
                 stdout_scope.deadline = anyio.current_time() + _FLUSH_TIMEOUT_S
     finally:
+        # Our ends too (idempotent): anyio warns about memory streams collected unclosed.
+        read_send.close()
+        write_receive.close()
         with anyio.CancelScope(shield=True):
             await _close(read_transport, reader, write_transport, writer)
         _set_blocking(in_fd, was_blocking[0])
