@@ -263,17 +263,24 @@ async def _serve_fds(in_fd: int, out_fd: int, max_line_bytes: int) -> AsyncItera
     was_blocking = os.get_blocking(in_fd), os.get_blocking(out_fd)
     # closefd=False: the fds stay ours (restored and closed by the caller), the transports only
     # borrow them.
-    read_transport, _ = await loop.connect_read_pipe(
-        lambda: reader, os.fdopen(in_fd, "rb", buffering=0, closefd=False)
-    )
+    read_transport: asyncio.ReadTransport | None = None
     try:
+        read_transport, _ = await loop.connect_read_pipe(
+            lambda: reader, os.fdopen(in_fd, "rb", buffering=0, closefd=False)
+        )
         write_transport, _ = await loop.connect_write_pipe(
             lambda: writer, os.fdopen(out_fd, "wb", buffering=0, closefd=False)
         )
     except BaseException:
-        read_transport.close()
+        # asyncio closes a transport whose set-up failed; the one that did connect is ours to close.
+        if read_transport is not None:
+            read_transport.close()
         _set_blocking(in_fd, was_blocking[0])
+        _set_blocking(out_fd, was_blocking[1])
         raise
+    writer.live = True
+    if writer.lost:  # the client closed our stdout while we were still connecting
+        client_gone()
     read_send, read_receive = create_context_streams[SessionMessage | Exception](0)
     write_send, write_receive = create_context_streams[SessionMessage](0)
     stdin_scope = anyio.CancelScope()
@@ -322,8 +329,8 @@ async def _close(
     write_transport: asyncio.WriteTransport,
     writer: _PipeWriter,
 ) -> None:
+    writer.live = False
     read_transport.close()
-    writer.closing = True
     write_transport.close()  # flushes the buffer first, then reports connection_lost
     with anyio.move_on_after(_FLUSH_TIMEOUT_S):
         # shield: a timeout must cancel this wait, not the future the protocol resolves
@@ -559,7 +566,9 @@ class _PipeWriter(asyncio.BaseProtocol):
         self._paused = False
         self._drain_waiter: asyncio.Future[None] | None = None
         self.lost = False
-        self.closing = False  # set when we close the pipe ourselves
+        # True only between a completed set-up and our own close: a connection_lost outside that
+        # window is ours (set-up failed or cancelled, or closing), not the client leaving.
+        self.live = False
         self.closed: asyncio.Future[None] = loop.create_future()
 
     def pause_writing(self) -> None:
@@ -574,7 +583,8 @@ class _PipeWriter(asyncio.BaseProtocol):
         self._wake()
         if not self.closed.done():
             self.closed.set_result(None)
-        if not self.closing:
+        if self.live:
+            self.live = False
             logger.warning("stdio: the client closed stdout; ending the session")
             self._on_peer_closed()
 
