@@ -102,7 +102,7 @@ def fallback_reason(stdin_fd: int = 0, stdout_fd: int = 1) -> str | None:
         except OSError as exc:
             return f"{name} (fd {fd}) cannot be inspected ({exc.strerror})"
         if not (stat.S_ISFIFO(st.st_mode) or stat.S_ISSOCK(st.st_mode)):
-            return f"{name} (fd {fd}) is {_kind(fd, st.st_mode)}, not a pipe or socket"
+            return f"{name} (fd {fd}) is {_kind(fd, st.st_mode)}"
         identities.append((st.st_dev, st.st_ino))
     if identities[0] == identities[1]:
         return "stdin and stdout are the same socket or pipe"
@@ -111,10 +111,10 @@ def fallback_reason(stdin_fd: int = 0, stdout_fd: int = 1) -> str | None:
 
 def _kind(fd: int, mode: int) -> str:
     if stat.S_ISCHR(mode):
-        return "a terminal" if os.isatty(fd) else "a character device"
+        return "a terminal" if os.isatty(fd) else "a character device, not a pipe or socket"
     if stat.S_ISREG(mode):
         return "a regular file"
-    return "not a pipe"
+    return "neither a pipe nor a socket"
 
 
 def _backed_by(stream: Any, fd: int) -> bool:
