@@ -161,8 +161,14 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
         return 0
     webhooks_port: Any = getattr(args, "webhooks_port", None)
     if webhooks_port:
-        from klink_mcp.http_app import serve_stdio_with_webhooks
+        from klink_mcp.http_app import serve_stdio_with_webhooks, webhooks_configured
 
+        if not webhooks_configured(settings):
+            sys.stderr.write(
+                "klink-mcp: --webhooks-port needs webhook authentication: set KLINK_WEBHOOK_SECRET "
+                "(or KLINK_WEBHOOK_AUTH=basic/header with its credentials)\n"
+            )
+            return 2
         anyio.run(serve_stdio_with_webhooks, mcp, settings, webhooks_port)
         return 0
     from klink_mcp.stdio_transport import run_stdio

@@ -68,7 +68,7 @@ class BearerAuth:
 def build_http_app(mcp: MCPServer[Any], settings: Settings, host: str) -> ASGIApp:
     """The ASGI app serving MCP at /mcp (and the webhook receiver when enabled)."""
     hub = getattr(mcp, "klink_hub", None)
-    if hub is not None and _webhooks_configured(settings):
+    if hub is not None and webhooks_configured(settings):
         from starlette.routing import Route
 
         from klink_mcp.webhooks.receiver import create_webhook_routes
@@ -85,7 +85,7 @@ def build_http_app(mcp: MCPServer[Any], settings: Settings, host: str) -> ASGIAp
     return app
 
 
-def _webhooks_configured(settings: Settings) -> bool:
+def webhooks_configured(settings: Settings) -> bool:
     if settings.webhook_auth == "signature":
         return settings.webhook_secret is not None
     if settings.webhook_auth == "basic":

@@ -117,3 +117,15 @@ def test_cli_refuses_to_bind_beyond_loopback_without_a_token() -> None:
     from klink_mcp.cli import main
 
     assert main(["serve", "--http", "--host", "0.0.0.0", "--port", "1"]) == 2
+
+
+def test_webhooks_beside_stdio_need_a_configured_secret(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from klink_mcp.cli import main
+
+    for name in ("KLINK_WEBHOOK_SECRET", "KLINK_API_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("KLINK_EVENTS_DB", ":memory:")
+    assert main(["serve", "--webhooks-port", "1"]) == 2
+    assert "KLINK_WEBHOOK_SECRET" in capsys.readouterr().err
