@@ -9,7 +9,8 @@ add up (about a third of the list). This module rewrites a schema:
 * a `pattern` next to `format: email|uri` goes (the format says it; validation is unchanged);
 * an optional value's `anyOf: [X, null]` becomes X, and `"default": null` goes: leaving a key out
   means "not given", which is what null meant. Arguments are still validated by the pydantic model,
-  which accepts an explicit null, and tool results never contain null (`strip_nulls`).
+  which accepts an explicit null, and tool results never contain null
+  (`tools._common.compact_result` leaves nulls out).
 
 Descriptions, enums, formats, patterns, bounds and required lists are never touched.
 """
@@ -80,15 +81,6 @@ def drop_descriptions(schema: Any) -> Any:
         else:
             out[key] = drop_descriptions(value)
     return out
-
-
-def strip_nulls(value: Any) -> Any:
-    """`value` without null members of objects (recursively): a result never says "x: null"."""
-    if isinstance(value, dict):
-        return {k: strip_nulls(v) for k, v in value.items() if v is not None}
-    if isinstance(value, list):
-        return [strip_nulls(v) for v in value]
-    return value
 
 
 CONFIRMATION_FIELDS = ("preview", "confirmation_token", "expires_in_s", "reason", "next_step")
