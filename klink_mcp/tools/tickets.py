@@ -38,6 +38,7 @@ from klink_mcp.tools.views import (
     TicketDetail,
     TicketSummary,
     ticket_detail,
+    ticket_row,
     ticket_summary,
 )
 
@@ -109,11 +110,8 @@ def register_static(mcp: MCPServer[Any], state: ServerState) -> None:
             keyword=keyword or None,
             contact_id=contact_id or None,
         )
-        items = (
-            [ticket_detail(t) for t in result.items]
-            if detail
-            else [TicketDetail(**ticket_summary(t).model_dump()) for t in result.items]
-        )
+        view = ticket_detail if detail else ticket_row
+        items = [view(t) for t in result.items]
         return ListResult[TicketDetail].from_page(result, items, page_size)
 
     register_tool(

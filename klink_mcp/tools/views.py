@@ -230,6 +230,11 @@ def ticket_summary(obj: Any) -> TicketSummary:
     return TicketSummary(**_ticket_common(raw_dict(obj)))
 
 
+def ticket_row(obj: Any) -> TicketDetail:
+    """A ticket in a list without its heavy fields (typed as TicketDetail so lists have one item type)."""
+    return TicketDetail(**_ticket_common(raw_dict(obj)))
+
+
 def ticket_detail(obj: Any) -> TicketDetail:
     r = raw_dict(obj)
     label = f"ticket #{r.get('ticketNumber', r.get('id'))} description"
