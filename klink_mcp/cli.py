@@ -23,14 +23,19 @@ logger = logging.getLogger("klink_mcp")
 COMMANDS = ("serve", "demo", "sandbox", "webhooks", "doctor", "tools")
 
 
-def _add_server_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", help="TOML config file (also KLINK_CONFIG).")
-    p.add_argument("--sandbox", action="store_true", default=None, help="Use the embedded sandbox tenant.")
-    p.add_argument("--read-only", action="store_true", default=None, help="Register read tools only.")
+def _add_server_options(p: argparse.ArgumentParser, *, in_subcommand: bool = False) -> None:
+    # In a subcommand the defaults are suppressed: otherwise `klink-mcp --read-only serve` would
+    # have the subcommand's default overwrite the option given before it.
+    default = argparse.SUPPRESS if in_subcommand else None
+    p.add_argument("--config", default=default, help="TOML config file (also KLINK_CONFIG).")
+    p.add_argument("--sandbox", action="store_true", default=default, help="Use the embedded sandbox tenant.")
+    p.add_argument("--read-only", action="store_true", default=default, help="Register read tools only.")
     p.add_argument(
-        "--toolsets", help="Comma-separated allow-list, e.g. contacts,tickets (also KLINK_TOOLSETS)."
+        "--toolsets",
+        default=default,
+        help="Comma-separated allow-list, e.g. contacts,tickets (also KLINK_TOOLSETS).",
     )
-    p.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], default=None)
+    p.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], default=default)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_server_options(parser)
     sub = parser.add_subparsers(dest="command")
     serve = sub.add_parser("serve", help="Serve MCP over stdio (default) or Streamable HTTP (--http).")
-    _add_server_options(serve)
+    _add_server_options(serve, in_subcommand=True)
     serve.add_argument("--http", action="store_true", help="Serve Streamable HTTP instead of stdio.")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
@@ -50,12 +55,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--webhooks-port", type=int, default=None, help="Also run the webhook receiver on this port (stdio)."
     )
     demo = sub.add_parser("demo", help="A scripted assistant session against the sandbox, as a transcript.")
-    _add_server_options(demo)
+    _add_server_options(demo, in_subcommand=True)
     tools = sub.add_parser("tools", help="Print the tool table.")
-    _add_server_options(tools)
+    _add_server_options(tools, in_subcommand=True)
     tools.add_argument("--markdown", action="store_true", help="As the README's Markdown table.")
     doctor = sub.add_parser("doctor", help="Check configuration, token and every read endpoint.")
-    _add_server_options(doctor)
+    _add_server_options(doctor, in_subcommand=True)
     sub.add_parser(
         "sandbox", help="Serve the sandbox tenant on loopback HTTP (see `sandbox --help`).", add_help=False
     )

@@ -115,3 +115,19 @@ def test_demo_runs_a_guarded_session(
     out = capsys.readouterr().out
     assert "confirmation_required" in out and "untrusted-customer-text" in out
     assert "already used" in out
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["--read-only", "tools", "--markdown"], ["tools", "--read-only", "--markdown"]],
+    ids=["before-the-command", "after-the-command"],
+)
+def test_server_options_work_before_and_after_the_command(
+    argv: list[str], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("KLINK_EVENTS_DB", ":memory:")
+    monkeypatch.delenv("KLINK_API_TOKEN", raising=False)
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "| `list_tickets` | read |" in out
+    assert "write" not in out and "destructive" not in out
