@@ -181,7 +181,7 @@ def build_server(
         url = base_url
         if http_transport is None and settings.uses_sandbox:
             http_transport, url = make_sandbox_transport(settings)
-            logger.warning("no KLINK_API_TOKEN set: serving the embedded sandbox tenant (demo data)")
+            logger.info("no KLINK_API_TOKEN set: serving the embedded sandbox tenant (demo data)")
         effective = settings.model_copy(update={"base_url": url}) if url else settings
         client = KlinkClient.from_settings(effective, transport=http_transport)
         async with client:
