@@ -172,3 +172,29 @@ async def test_concurrent_confirms_with_one_token_delete_once(tenant: SandboxTen
                 tg.start_soon(confirm)
     assert sum(1 for r in results if not r.is_error and r.structured_content["status"] == "done") == 1
     assert [r.method for r in _writes(tenant)] == ["DELETE"]
+
+
+async def test_an_operator_can_require_confirmation_for_another_write_tool(tenant: SandboxTenant) -> None:
+    contact = _contact(tenant)
+    server = make_server(tenant, confirm_tools=("create_ticket",))
+    async with Client(server) as client:
+        tools = {t.name: t for t in (await client.list_tools()).tools}
+        assert "confirmation_token" in tools["create_ticket"].input_schema["properties"]
+        assert "preview" in tools["create_ticket"].output_schema["properties"]
+        args = {"contact_id": contact["id"], "title": "Needs a second look"}
+        tenant.reset_requests()
+        first = await client.call_tool("create_ticket", args)
+        assert first.structured_content["status"] == "confirmation_required"
+        assert _writes(tenant) == []
+        token = first.structured_content["confirmation_token"]
+        done = await client.call_tool("create_ticket", {**args, "confirmation_token": token})
+    assert done.structured_content["status"] == "done"
+    assert [r.path for r in _writes(tenant)] == ["/api/v1/tickets"]
+
+
+async def test_confirmation_off_runs_destructive_tools_directly(tenant: SandboxTenant) -> None:
+    contact = _contact(tenant)
+    async with Client(make_server(tenant, confirm="off")) as client:
+        result = await client.call_tool("delete_contact", {"contact_id": contact["id"]})
+    assert result.structured_content["status"] == "done"
+    assert tenant.contacts[contact["id"]]["deletedAt"]
