@@ -11,7 +11,7 @@ from mcp import Client
 from mcp.shared.subscriptions import ToolsListChanged
 from mcp.types import ToolListChangedNotification
 
-from klink_mcp.forms import compile_form_schema
+from klink_mcp.forms import KNOWN_TYPES, compile_form_schema
 from klink_mcp.sandbox import SandboxTenant
 from tests.server.conftest import make_server
 
@@ -53,25 +53,7 @@ async def test_create_contact_schema_is_typed_from_the_form(client: Client, tena
         assert flat[name]["type"] == "number"
     for name in by_type.get("multiselect", []):
         assert flat[name]["type"] == "array" and flat[name]["uniqueItems"] is True
-    unknown = [
-        n
-        for t, names in by_type.items()
-        if t
-        not in {
-            "text",
-            "textarea",
-            "number",
-            "date",
-            "datetime",
-            "select",
-            "multiselect",
-            "checkbox",
-            "email",
-            "phone",
-            "url",
-        }
-        for n in names
-    ]
+    unknown = [n for t, names in by_type.items() if t not in KNOWN_TYPES for n in names]
     assert unknown, "the sandbox tenant has a field of an unknown type"
     for name in unknown:
         assert flat[name]["type"] == "string"
