@@ -129,3 +129,26 @@ def test_webhooks_beside_stdio_need_a_configured_secret(
     monkeypatch.setenv("KLINK_EVENTS_DB", ":memory:")
     assert main(["serve", "--webhooks-port", "1"]) == 2
     assert "KLINK_WEBHOOK_SECRET" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("mode", ["legacy", "auto"])
+async def test_confirmation_by_elicitation_over_http(mode: str) -> None:
+    import mcp.types as types
+    from mcp.client import ClientRequestContext
+
+    tenant = SandboxTenant.seeded()
+    contact = next(c for c in tenant.contacts.values() if not c.get("deletedAt"))
+    asked: list[str] = []
+
+    async def yes(context: ClientRequestContext, params: types.ElicitRequestParams) -> types.ElicitResult:
+        asked.append(params.message)
+        return types.ElicitResult(action="accept", content={"confirm": True})
+
+    app = build_http_app(make_server(tenant), make_settings(), "127.0.0.1")
+    async for url in _serve(app):
+        with anyio.fail_after(30):
+            async with Client(f"{url}/mcp", mode=mode, elicitation_callback=yes) as client:  # type: ignore[arg-type]
+                result = await client.call_tool("delete_contact", {"contact_id": contact["id"]})
+    assert result.structured_content["status"] == "done"
+    assert len(asked) == 1 and tenant.contacts[contact["id"]]["deletedAt"]
+    assert [r.method for r in tenant.requests if r.method != "GET"] == ["DELETE"]
