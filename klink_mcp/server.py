@@ -263,10 +263,22 @@ async def _register_form_tools(
         schema = state.forms.get(kind)
         if schema is None or fallback:
             schema = compile_form_schema(kind, FALLBACK_FIELDS[kind], reserved=RESERVED_BUILTINS[kind])
-        if kind == "contact":
+        names = (
             contacts.register_form_tools(mcp, state, schema)
-        else:
-            tickets.register_form_tools(mcp, state, schema)
+            if kind == "contact"
+            else tickets.register_form_tools(mcp, state, schema)
+        )
+        if fallback:
+            # Say why in the place the assistant reads: the tool description.
+            note = (
+                f" NOTE: the tenant's {kind} form fields could not be loaded "
+                f"({state.forms.problem or 'unknown reason'}); only the common built-in fields are offered "
+                "until refresh_form_schemas succeeds."
+            )
+            for name in names:
+                tool = mcp._tool_manager.get_tool(name)
+                if tool is not None:
+                    tool.description = (tool.description or "") + note
     _apply_filters(mcp, state)
 
 

@@ -196,9 +196,11 @@ async def test_server_starts_and_says_why_when_fields_cannot_be_fetched(tenant: 
     tenant.faults = FaultConfig(error_rate=1.0, only_methods=frozenset({"GET"}))
     server = make_server(tenant, max_attempts=1)
     async with Client(server) as client:
-        tools = {t.name for t in (await client.list_tools()).tools}
-        assert {"create_contact", "list_contacts", "create_ticket"} <= tools
+        tools = {t.name: t for t in (await client.list_tools()).tools}
+        assert {"create_contact", "list_contacts", "create_ticket"} <= set(tools)
         assert server.klink_state.startup_problems  # type: ignore[attr-defined]
+        assert "could not be loaded" in (tools["create_contact"].description or "")
+        assert "name" in tools["create_contact"].input_schema["required"]
 
 
 async def test_an_idle_legacy_client_is_told_when_another_client_refreshes(tenant: SandboxTenant) -> None:
