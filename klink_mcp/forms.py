@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import datetime as dt
 import difflib
+import functools
 import hashlib
 import inspect
 import json
@@ -354,22 +355,19 @@ def compile_form_schema(
             ftype_note = ftype
             ftype = "text"
             logger.info("field %s is a %s without options; accepted as text", sys_name, ftype_note)
-        is_custom = not d.is_default
-        if is_custom:
-            cf = CompiledField(
-                system_name=sys_name,
-                wire_key=sys_name,
-                param_name=sys_name,
-                display_name=d.display_name or sys_name,
-                field_type=ftype,
-                required=d.is_required,
-                is_custom=True,
-                option_values=values,
-                option_labels=labels,
-                capped=len(values) > option_cap,
-                kind_hint=kind,
-            )
-            custom.append(cf)
+        compiled = functools.partial(
+            CompiledField,
+            system_name=sys_name,
+            display_name=d.display_name or sys_name,
+            field_type=ftype,
+            required=d.is_required,
+            option_values=values,
+            option_labels=labels,
+            capped=len(values) > option_cap,
+            kind_hint=kind,
+        )
+        if not d.is_default:
+            custom.append(compiled(wire_key=sys_name, param_name=sys_name, is_custom=True))
             continue
         if sys_name.lower() in reserved_set:
             continue
@@ -378,20 +376,7 @@ def compile_form_schema(
         if param is None or param in ("custom_fields", "ctx", "confirmation_token"):
             skipped.append(f"{sys_name}: cannot be a parameter name")
             continue
-        cf = CompiledField(
-            system_name=sys_name,
-            wire_key=wire_key,
-            param_name=param,
-            display_name=d.display_name or sys_name,
-            field_type=ftype,
-            required=d.is_required,
-            is_custom=False,
-            option_values=values,
-            option_labels=labels,
-            capped=len(values) > option_cap,
-            kind_hint=kind,
-        )
-        builtin.append(cf)
+        builtin.append(compiled(wire_key=wire_key, param_name=param, is_custom=False))
     return FormSchema(
         kind=kind,
         builtin=builtin,
