@@ -13,7 +13,7 @@ from mcp.types import ToolListChangedNotification
 
 from klink_mcp.forms import KNOWN_TYPES, compile_form_schema
 from klink_mcp.sandbox import SandboxTenant
-from tests.server.conftest import make_server
+from tests.server.conftest import FIXTURES, make_server
 
 pytestmark = pytest.mark.anyio
 
@@ -226,3 +226,37 @@ async def test_the_server_declares_that_its_tool_list_changes(tenant: SandboxTen
     async with Client(make_server(tenant), mode=era) as client:  # type: ignore[arg-type]
         tools = client.server_capabilities.tools
         assert tools is not None and tools.list_changed is True
+
+
+async def test_a_long_option_list_is_checked_on_the_server_with_suggestions() -> None:
+    tenant = SandboxTenant.from_fixture(FIXTURES / "tenant_acme.json")
+    contact = next(iter(tenant.contacts.values()))
+    async with Client(make_server(tenant)) as client:
+        tools = {t.name: t for t in (await client.list_tools()).tools}
+        branch = _custom_props(tools["update_contact"].input_schema)["cf_branch"]
+        assert "enum" not in branch and "300 options" in branch["description"]
+        tenant.reset_requests()
+        bad = await client.call_tool(
+            "update_contact", {"contact_id": contact["id"], "custom_fields": {"cf_branch": "BR-0077"}}
+        )
+        assert bad.is_error and "cf_branch" in bad.content[0].text and "BR-007" in bad.content[0].text
+        assert bad.meta["klink_mcp/error"]["code"] == "validation"
+        assert tenant.requests == []
+        good = await client.call_tool(
+            "update_contact", {"contact_id": contact["id"], "custom_fields": {"cf_branch": "BR-077"}}
+        )
+        assert good.structured_content["status"] == "done"
+    assert tenant.contacts[contact["id"]]["customFields"]["cf_branch"] == "BR-077"
+
+
+async def test_a_required_custom_ticket_field_is_required_on_create_only() -> None:
+    tenant = SandboxTenant.from_fixture(FIXTURES / "tenant_acme.json")
+    async with Client(make_server(tenant)) as client:
+        tools = {t.name: t for t in (await client.list_tools()).tools}
+        assert "custom_fields" in tools["create_ticket"].input_schema["required"]
+        assert "custom_fields" not in tools["update_ticket"].input_schema.get("required", [])
+        contact = next(iter(tenant.contacts.values()))
+        tenant.reset_requests()
+        missing = await client.call_tool("create_ticket", {"contact_id": contact["id"], "title": "x"})
+        assert missing.is_error and "custom_fields" in missing.content[0].text
+        assert tenant.requests == []
