@@ -162,6 +162,10 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
                 "token. Set KLINK_HTTP_AUTH_TOKEN (clients send 'Authorization: Bearer <token>').\n"
             )
             return 2
+        shown = f"[{host}]" if ":" in host else host
+        sys.stderr.write(
+            f"klink-mcp: serving MCP over Streamable HTTP at http://{shown}:{port}/mcp (Ctrl-C to stop)\n"
+        )
         anyio.run(serve_http, mcp, settings, host, port)
         return 0
     webhooks_port: Any = getattr(args, "webhooks_port", None)
