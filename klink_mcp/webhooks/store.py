@@ -30,6 +30,7 @@ import os
 import sqlite3
 import sys
 import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -196,7 +197,7 @@ class _SQLiteEvents:
     def _init_schema(self) -> None:
         conn = self._writer
         if not self._memory:
-            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            mode = self._switch_to_wal(conn)
             if str(mode).lower() != "wal":
                 raise StoreError(f"cannot switch the events database to WAL mode (got {mode!r})")
         conn.execute("BEGIN IMMEDIATE")
@@ -226,6 +227,23 @@ class _SQLiteEvents:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
+
+    def _switch_to_wal(self, conn: sqlite3.Connection) -> str:
+        # Changing the journal mode needs an exclusive lock, and SQLite does not always run the busy
+        # handler for it: several processes (or threads) opening a new database at once can get
+        # "database is locked" at once. Retry within the busy timeout. (Runs in a worker thread.)
+        deadline = time.monotonic() + self._busy_timeout_s
+        delay = 0.005
+        while True:
+            try:
+                return str(conn.execute("PRAGMA journal_mode = WAL").fetchone()[0])
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) and "busy" not in str(exc):
+                    raise
+                if time.monotonic() + delay > deadline:
+                    raise
+                time.sleep(delay)
+                delay = min(delay * 2, 0.1)
 
     def _prune(self, conn: sqlite3.Connection) -> None:
         conn.execute(
