@@ -190,6 +190,24 @@ class FormSchema:
                     close = difflib.get_close_matches(str(item), f.option_values, n=3, cutoff=0.5)
                     raise FormValueError(f, str(item), close)
 
+    def wire_body(self, arguments: Mapping[str, Any]) -> dict[str, Any]:
+        """Validated tool arguments -> the K-LINK body keys of this form (only the ones given).
+
+        Built-in parameters become their wire keys; `custom_fields` becomes `customFields`. Other
+        arguments (ids, tags, the confirmation token) are the tool's to add.
+
+        Raises:
+            FormValueError: a value is not among a capped option list's values.
+        """
+        index = self.by_param()
+        values = {k: v for k, v in arguments.items() if k in index and v is not None}
+        custom = self.split_custom(arguments.get("custom_fields"))
+        self.check_capped_options(values | custom)
+        body = {index[k].wire_key: wire_value(index[k], v) for k, v in values.items()}
+        if custom:
+            body["customFields"] = custom
+        return body
+
     def split_custom(self, custom: BaseModel | Mapping[str, Any] | None) -> dict[str, Any]:
         """Custom values as a wire dict keyed by system_name (only the ones given), JSON-ready."""
         if custom is None:

@@ -260,12 +260,6 @@ def slim_tool_schemas(mcp: MCPServer[Any], name: str, *, null_free_output: bool 
             tool.fn_metadata.output_model = None
 
 
-def page_args_ok(page: int, page_size: int) -> None:
-    """Raises: ToolFailure for an out-of-range page request (also enforced by the schema)."""
-    if page < 1 or not 1 <= page_size <= 100:
-        raise ToolFailure("validation", "page must be >= 1 and page_size between 1 and 100.")
-
-
 def build_function(
     name: str,
     impl: Callable[..., Awaitable[Any]],

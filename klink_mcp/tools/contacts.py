@@ -14,7 +14,7 @@ from mcp.types import InputRequiredResult
 from pydantic import Field
 
 from klink_mcp.content import UNTRUSTED_NOTE
-from klink_mcp.forms import FormSchema, wire_value
+from klink_mcp.forms import FormSchema
 from klink_mcp.guard.preview import Preview
 from klink_mcp.tools import previews
 from klink_mcp.tools._common import (
@@ -249,23 +249,8 @@ def register_static(mcp: MCPServer[Any], state: ServerState) -> None:
     )
 
 
-def _contact_body(
-    schema: FormSchema, values: dict[str, Any], custom: Any, tags: list[str] | None
-) -> dict[str, Any]:
-    """Validated tool arguments -> the K-LINK create/update body (only the keys given)."""
-    index = schema.by_param()
-    body: dict[str, Any] = {}
-    for param, value in values.items():
-        f = index.get(param)
-        if f is None or value is None:
-            continue
-        body[f.wire_key] = wire_value(f, value)
-    if tags:
-        body["tags"] = sorted({t.strip() for t in tags if t.strip()})
-    custom_values = schema.split_custom(custom)
-    if custom_values:
-        body["customFields"] = custom_values
-    return body
+def _tag_names(tags: list[str] | None) -> list[str]:
+    return sorted({t.strip() for t in tags or [] if t.strip()})
 
 
 def register_form_tools(mcp: MCPServer[Any], state: ServerState, schema: FormSchema) -> list[str]:
@@ -284,16 +269,12 @@ def register_form_tools(mcp: MCPServer[Any], state: ServerState, schema: FormSch
     )
     token_param = kw("confirmation_token", ConfirmationToken, None)
 
-    builtin_names = [f.param_name for f in schema.builtin]
-
     async def create_impl(**kwargs: Any) -> CreateContactOutcome | InputRequiredResult:
         ctx = kwargs.pop("ctx")
         token = kwargs.pop("confirmation_token", None)
-        custom = kwargs.pop("custom_fields", None)
-        tags = kwargs.pop("tags", None)
-        values = {k: v for k, v in kwargs.items() if k in builtin_names}
-        schema.check_capped_options(values | schema.split_custom(custom))
-        body = _contact_body(schema, values, custom, tags)
+        body = schema.wire_body(kwargs)
+        if tags := _tag_names(kwargs.get("tags")):
+            body["tags"] = tags
 
         async def execute() -> ContactDetail:
             return contact_detail(await state.client.create_contact(body))
@@ -316,11 +297,9 @@ def register_form_tools(mcp: MCPServer[Any], state: ServerState, schema: FormSch
         ctx = kwargs.pop("ctx")
         token = kwargs.pop("confirmation_token", None)
         contact_id = kwargs.pop("contact_id")
-        custom = kwargs.pop("custom_fields", None)
-        tags = kwargs.pop("tags", None)
-        values = {k: v for k, v in kwargs.items() if k in builtin_names}
-        schema.check_capped_options(values | schema.split_custom(custom))
-        body = _contact_body(schema, values, custom, tags)
+        body = schema.wire_body(kwargs)
+        if tags := _tag_names(kwargs.get("tags")):
+            body["tags"] = tags
         if not body:
             raise ToolFailure("validation", "Nothing to update: give at least one field to change.")
 

@@ -16,7 +16,7 @@ from mcp.types import InputRequiredResult
 from pydantic import Field
 
 from klink_mcp.content import UNTRUSTED_NOTE
-from klink_mcp.forms import FormSchema, wire_value
+from klink_mcp.forms import FormSchema
 from klink_mcp.tools import previews
 from klink_mcp.tools._common import (
     ListResult,
@@ -180,19 +180,6 @@ def register_static(mcp: MCPServer[Any], state: ServerState) -> None:
     )
 
 
-def _ticket_body(schema: FormSchema, values: dict[str, Any], custom: Any) -> dict[str, Any]:
-    index = schema.by_param()
-    body: dict[str, Any] = {}
-    for param, value in values.items():
-        f = index.get(param)
-        if f is not None and value is not None:
-            body[f.wire_key] = wire_value(f, value)
-    custom_values = schema.split_custom(custom)
-    if custom_values:
-        body["customFields"] = custom_values
-    return body
-
-
 def status_values(schema: FormSchema | None) -> tuple[str, ...]:
     """Ticket status values: from the tenant's `status` field when it has options, else the defaults."""
     if schema is not None:
@@ -219,19 +206,14 @@ def register_form_tools(mcp: MCPServer[Any], state: ServerState, schema: FormSch
         None,
     )
     guarded = state.guard.is_guarded
-    builtin_names = [f.param_name for f in schema.builtin]
 
     async def create_impl(**kwargs: Any) -> TicketOutcome | InputRequiredResult:
         ctx = kwargs.pop("ctx")
         token = kwargs.pop("confirmation_token", None)
-        custom = kwargs.pop("custom_fields", None)
-        tags = kwargs.pop("tags", None)
         contact_id = kwargs.pop("contact_id")
-        values = {k: v for k, v in kwargs.items() if k in builtin_names}
-        schema.check_capped_options(values | schema.split_custom(custom))
-        body = _ticket_body(schema, values, custom)
+        body = schema.wire_body(kwargs)
         body["contact_id"] = contact_id  # the contract's one snake_case request key
-        if tags:
+        if tags := kwargs.get("tags"):
             body["tags"] = sorted(set(tags))
 
         async def execute() -> TicketDetail:
@@ -277,15 +259,10 @@ def register_form_tools(mcp: MCPServer[Any], state: ServerState, schema: FormSch
         ctx = kwargs.pop("ctx")
         token = kwargs.pop("confirmation_token", None)
         ticket_id = kwargs.pop("ticket_id")
-        custom = kwargs.pop("custom_fields", None)
-        tags = kwargs.pop("tags", None)
-        assignee_id = kwargs.pop("assignee_id", None)
-        values = {k: v for k, v in kwargs.items() if k in builtin_names}
-        schema.check_capped_options(values | schema.split_custom(custom))
-        body = _ticket_body(schema, values, custom)
-        if assignee_id:
+        body = schema.wire_body(kwargs)
+        if assignee_id := kwargs.get("assignee_id"):
             body["assigneeId"] = assignee_id
-        if tags:
+        if tags := kwargs.get("tags"):
             body["tags"] = sorted(set(tags))
         if not body:
             raise ToolFailure("validation", "Nothing to update: give at least one field to change.")
