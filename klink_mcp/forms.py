@@ -28,9 +28,11 @@ import logging
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, create_model
+
+from klink_mcp.api.errors import ErrorCode
 
 logger = logging.getLogger("klink_mcp.forms")
 
@@ -221,6 +223,8 @@ class FormSchema:
 
 class FormValueError(ValueError):
     """A value is not among a field's options; the message names the field, the value and close matches."""
+
+    code: ClassVar[ErrorCode] = ErrorCode.VALIDATION
 
     def __init__(self, f: CompiledField, value: str, suggestions: Sequence[str]) -> None:
         self.field = f

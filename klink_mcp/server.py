@@ -1,5 +1,8 @@
-"""`build_server(settings)`: the klink-mcp MCP server, assembled from the tool modules.
+"""`build_server(settings)`: the klink-mcp MCP server, serving the tool inventory.
 
+The server walks one list, `klink_mcp.inventory.SPECS`, and registers each spec the settings
+allow through `register_spec` (the toolset filter and read-only mode are applied there, and an unknown
+toolset name is refused). Private SDK parts are reached only through `klink_mcp.sdk_adapter`.
 The K-LINK client is opened in the server lifespan and closed there; the tenant's form fields are
 fetched at start (and again when the TTL passes or on `refresh_form_schemas`) and compiled into the
 typed create/update tools. When the compiled schemas change, the tools are re-registered and every
@@ -21,7 +24,6 @@ from typing import Any
 import anyio
 import httpx2
 from mcp.server import MCPServer
-from mcp.server.lowlevel.server import NotificationOptions
 from mcp.server.mcpserver import RequestStateSecurity
 from mcp.server.subscriptions import InMemorySubscriptionBus
 from mcp.shared.subscriptions import ToolsListChanged
@@ -33,16 +35,16 @@ from klink_mcp.config import Settings
 from klink_mcp.forms import FormKind
 from klink_mcp.guard.audit import AuditLog
 from klink_mcp.guard.confirm import Guard
-from klink_mcp.guard.policy import Risk, policy_for
+from klink_mcp.inventory import SPECS, TOOLSETS, served_specs, spec_for, tool_allowed
 from klink_mcp.schemas import FormRegistry
-from klink_mcp.tools import admin, categories, channels, contacts, cx_logs, messages, tags, tickets
+from klink_mcp.sdk_adapter import announce_tool_list_changes, connection_of
 from klink_mcp.tools import resources as resources_module
-from klink_mcp.tools._common import ServerState, slim_tool_schemas
 from klink_mcp.tools.arg_errors import rewrite_argument_error
-from klink_mcp.tools.schema_slim import without_confirmation_fields
+from klink_mcp.tools.registry import register_spec
+from klink_mcp.tools.state import ServerState
 from klink_mcp.webhooks.hub import EventHub
 from klink_mcp.webhooks.store import EventStore
-from klink_mcp.webhooks.surface import register_webhook_surface
+from klink_mcp.webhooks.surface import register_event_resources
 
 logger = logging.getLogger("klink_mcp.server")
 
@@ -50,35 +52,14 @@ MODERN_VERSIONS = frozenset(MODERN_PROTOCOL_VERSIONS)
 
 SANDBOX_BASE_URL = "http://sandbox.klink.invalid"
 
-TOOLSETS: dict[str, tuple[str, ...]] = {
-    "contacts": (
-        "list_contacts",
-        "create_contact",
-        "find_contacts_by_social_platform_id",
-        "get_contact_form_fields",
-        "get_contact",
-        "update_contact",
-        "delete_contact",
-        "list_contact_groups",
-        "update_contact_tags",
-    ),
-    "tags": ("list_tags",),
-    "channels": ("list_channels", "create_channel"),
-    "tickets": (
-        "list_tickets",
-        "get_ticket_by_number",
-        "create_ticket",
-        "list_contact_tickets",
-        "get_ticket_form_fields",
-        "update_ticket",
-        "update_ticket_status",
-    ),
-    "categories": ("list_categories",),
-    "cx_logs": ("list_cx_logs",),
-    "messages": ("send_message",),
-    "events": ("list_recent_events",),
-    "admin": ("refresh_form_schemas",),
-}
+__all__ = [
+    "SANDBOX_BASE_URL",
+    "TOOLSETS",
+    "SessionTracker",
+    "build_server",
+    "make_sandbox_transport",
+    "toolset_of",
+]
 
 INSTRUCTIONS = (
     "Tools for a K-LINK helpdesk tenant: contacts (customers), tickets, tags, channels, categories, "
@@ -94,14 +75,11 @@ INSTRUCTIONS = (
 
 
 def toolset_of(tool: str) -> str:
-    return next((name for name, tools in TOOLSETS.items() if tool in tools), "other")
-
-
-def tool_allowed(settings: Settings, tool: str) -> bool:
-    """Read-only wins over everything; then the toolset allow-list."""
-    if settings.read_only and policy_for(tool).risk is not Risk.READ:
-        return False
-    return not (settings.toolsets and toolset_of(tool) not in settings.toolsets)
+    """The toolset of `tool` ("other" for a name the inventory does not have)."""
+    try:
+        return spec_for(tool).toolset
+    except KeyError:
+        return "other"
 
 
 def make_sandbox_transport(settings: Settings) -> tuple[httpx2.AsyncBaseTransport, str]:
@@ -128,9 +106,7 @@ class SessionTracker:
         self._connections: dict[int, Any] = {}
 
     async def middleware(self, ctx: Any, call_next: Callable[[Any], Awaitable[Any]]) -> Any:
-        session = getattr(ctx, "session", None)
-        # The Connection is not public in mcp 2.3; a test pins this so an SDK change fails loudly.
-        connection = getattr(session, "_connection", None)
+        connection = connection_of(getattr(ctx, "session", None))
         if connection is not None and getattr(connection, "protocol_version", None) not in MODERN_VERSIONS:
             key = id(connection)
             if key not in self._connections and hasattr(connection, "send_tool_list_changed"):
@@ -161,15 +137,17 @@ def build_server(
     """Assemble the MCP server. `transport` (tests) replaces the HTTP transport to K-LINK/the sandbox.
 
     Raises:
-        ConfigError: the settings are unusable (e.g. an unknown tool in KLINK_CONFIRM_TOOLS).
+        ConfigError: the settings are unusable (e.g. an unknown tool in KLINK_CONFIRM_TOOLS, an unknown
+            toolset in KLINK_TOOLSETS).
     """
+    specs = served_specs(settings)
     audit = AuditLog(settings.audit_log, include_bodies=settings.audit_include_bodies)
     guard = Guard(settings, audit=audit)
     forms = FormRegistry(ttl_s=settings.schema_ttl_s)
-    state = ServerState(settings=settings, guard=guard, forms=forms)
     bus = InMemorySubscriptionBus()
     tracker = SessionTracker()
     hub = EventHub(EventStore.from_settings(settings))
+    state = ServerState(settings=settings, guard=guard, forms=forms, hub=hub)
 
     @asynccontextmanager
     async def lifespan(_: MCPServer[Any]) -> AsyncIterator[ServerState]:
@@ -226,19 +204,12 @@ def build_server(
         warn_on_duplicate_tools=False,
     )
 
-    _announce_tool_list_changes(mcp)
-    contacts.register_static(mcp, state)
-    tags.register(mcp, state)
-    channels.register(mcp, state)
-    tickets.register_static(mcp, state)
-    categories.register(mcp, state)
-    cx_logs.register(mcp, state)
-    messages.register(mcp, state)
-    admin.register(mcp, state)
+    announce_tool_list_changes(mcp)
+    for spec in specs:
+        if spec.form is None:  # tools compiled from a tenant form are registered once it is read
+            register_spec(mcp, state, spec)
     resources_module.register(mcp, state)
-    register_webhook_surface(mcp, hub, bus=bus)
-    slim_tool_schemas(mcp, "list_recent_events", null_free_output=False)
-    _apply_filters(mcp, state)
+    register_event_resources(mcp, hub, bus=bus)
 
     async def on_forms_changed(kinds: set[FormKind]) -> None:
         await _register_form_tools(mcp, state, kinds, fallback=False)
@@ -255,6 +226,7 @@ def build_server(
 async def _register_form_tools(
     mcp: MCPServer[Any], state: ServerState, kinds: set[FormKind], *, fallback: bool
 ) -> None:
+    """(Re)register the specs compiled from the `kinds` forms, from their current compiled schemas."""
     from klink_mcp.forms import compile_form_schema
     from klink_mcp.schemas import RESERVED_BUILTINS
     from klink_mcp.tools.fallback_forms import FALLBACK_FIELDS
@@ -263,23 +235,19 @@ async def _register_form_tools(
         schema = state.forms.get(kind)
         if schema is None or fallback:
             schema = compile_form_schema(kind, FALLBACK_FIELDS[kind], reserved=RESERVED_BUILTINS[kind])
-        names = (
-            contacts.register_form_tools(mcp, state, schema)
-            if kind == "contact"
-            else tickets.register_form_tools(mcp, state, schema)
-        )
-        if fallback:
-            # Say why in the place the assistant reads: the tool description.
-            note = (
+        # Say why in the place the assistant reads: the tool description.
+        note = (
+            (
                 f" NOTE: the tenant's {kind} form fields could not be loaded "
                 f"({state.forms.problem or 'unknown reason'}); only the common built-in fields are offered "
                 "until refresh_form_schemas succeeds."
             )
-            for name in names:
-                tool = mcp._tool_manager.get_tool(name)
-                if tool is not None:
-                    tool.description = (tool.description or "") + note
-    _apply_filters(mcp, state)
+            if fallback
+            else ""
+        )
+        for spec in SPECS:
+            if spec.form == kind and tool_allowed(state.settings, spec):
+                register_spec(mcp, state, spec, schema=schema, note=note)
 
 
 def _request_state_security(settings: Settings) -> RequestStateSecurity | None:
@@ -292,36 +260,8 @@ def _request_state_security(settings: Settings) -> RequestStateSecurity | None:
     return RequestStateSecurity(keys=[key])
 
 
-def _announce_tool_list_changes(mcp: MCPServer[Any]) -> None:
-    """Declare `tools.listChanged` to handshake-era clients: the tool list does change (form fields).
-
-    MCPServer builds its initialization options without notification options in several places (stdio,
-    Streamable HTTP, the in-process runner), so the default is set once on the low-level server.
-    """
-    lowlevel = mcp._lowlevel_server
-    original = lowlevel.create_initialization_options
-
-    def with_tool_list_changes(
-        notification_options: NotificationOptions | None = None, *args: Any, **kwargs: Any
-    ) -> Any:
-        return original(notification_options or NotificationOptions(tools_changed=True), *args, **kwargs)
-
-    lowlevel.create_initialization_options = with_tool_list_changes  # type: ignore[method-assign]
-
-
 async def _follow_events(hub: EventHub) -> None:
     try:
         await hub.follow(poll_interval_s=2.0)
     except Exception:  # the events database is optional: never take the server down for it
         logger.warning("not following the events database (see earlier errors)")
-
-
-def _apply_filters(mcp: MCPServer[Any], state: ServerState) -> None:
-    """Remove what the settings do not allow; publish confirmation fields only where they can occur."""
-    for tool in list(mcp._tool_manager.list_tools()):
-        if not tool_allowed(state.settings, tool.name):
-            mcp.remove_tool(tool.name)
-            continue
-        schema = tool.fn_metadata.output_schema
-        if schema and "preview" in schema.get("properties", {}) and not state.guard.is_guarded(tool.name):
-            tool.fn_metadata.output_schema = without_confirmation_fields(schema)

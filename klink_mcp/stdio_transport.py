@@ -56,13 +56,15 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 import mcp_types as types
-from mcp.shared._context_streams import (
+from mcp.shared._stream_protocols import ReadStream, WriteStream
+from mcp.shared.message import SessionMessage
+
+from klink_mcp.sdk_adapter import (
     ContextReceiveStream,
     ContextSendStream,
     create_context_streams,
+    run_on_streams,
 )
-from mcp.shared._stream_protocols import ReadStream, WriteStream
-from mcp.shared.message import SessionMessage
 
 if TYPE_CHECKING:
     from mcp.server import MCPServer
@@ -179,9 +181,8 @@ async def serve_stdio(mcp: MCPServer[Any]) -> None:
         RuntimeError: fds 0/1 are already claimed by another `stdio_streams()` in this process.
         OSError: fds 0/1 could not be duplicated or diverted.
     """
-    lowlevel = mcp._lowlevel_server
     async with stdio_streams() as (read_stream, write_stream):
-        await lowlevel.run(read_stream, write_stream, lowlevel.create_initialization_options())
+        await run_on_streams(mcp, read_stream, write_stream)
 
 
 def run_stdio(mcp: MCPServer[Any]) -> None:

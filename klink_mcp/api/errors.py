@@ -26,17 +26,49 @@ the API token or the Authorization header: `_http.py` scrubs server text before 
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Any, ClassVar
+
+
+class ErrorCode(StrEnum):
+    """The one vocabulary of machine-readable error codes: K-LINK client errors and tool errors alike.
+
+    The tool layer reports `exc.code` as it is (in a tool result's `_meta["klink_mcp/error"]["code"]`),
+    so a code named here is what a client sees. Guard refusals and the tool layer's own checks use the
+    same enum.
+    """
+
+    # the caller's input, refused before any request was sent
+    VALIDATION = "validation"
+    # K-LINK's answers
+    UPSTREAM_VALIDATION = "upstream_validation"
+    UNAUTHORIZED = "unauthorized"
+    FORBIDDEN = "forbidden"
+    NOT_FOUND = "not_found"
+    CONFLICT = "conflict"
+    RATE_LIMITED = "rate_limited"
+    UPSTREAM_ERROR = "upstream_error"
+    UPSTREAM_UNEXPECTED = "upstream_unexpected"
+    # no usable answer
+    UNREACHABLE = "unreachable"
+    TIMEOUT = "timeout"
+    AMBIGUOUS_WRITE = "ambiguous_write"
+    # the base class (never raised as such)
+    KLINK_ERROR = "klink_error"
+    # the guard's refusals
+    CONFIRMATION_REJECTED = "confirmation_rejected"
+    ELICITATION_REQUIRED = "elicitation_required"
+    READ_ONLY = "read_only"
 
 
 class KlinkError(Exception):
     """Base of every error the K-LINK SDK raises on purpose.
 
-    `code` is a stable machine-readable name (e.g. "not_found") for callers that map errors onward;
+    `code` is the stable machine-readable `ErrorCode` (e.g. "not_found"): the tool layer reports it as is;
     `operation` is the catalogue name of the call that failed, when known.
     """
 
-    code: ClassVar[str] = "error"
+    code: ClassVar[ErrorCode] = ErrorCode.KLINK_ERROR
 
     def __init__(self, message: str, *, operation: str | None = None) -> None:
         super().__init__(message)
@@ -50,7 +82,7 @@ class KlinkError(Exception):
 class KlinkInputError(KlinkError, ValueError):
     """An argument was refused before any request was sent; `field` names the parameter."""
 
-    code = "invalid_input"
+    code = ErrorCode.VALIDATION
 
     def __init__(self, field: str, message: str, *, operation: str | None = None) -> None:
         super().__init__(f"{field}: {message}", operation=operation)
@@ -64,7 +96,7 @@ class KlinkAPIError(KlinkError):
     list); `message` joins them. `body` is the parsed JSON body, or the (truncated) text, or None.
     """
 
-    code = "api_error"
+    code = ErrorCode.UPSTREAM_UNEXPECTED
 
     def __init__(
         self,
@@ -87,37 +119,37 @@ class KlinkAPIError(KlinkError):
 class BadRequest(KlinkAPIError):
     """400/422: K-LINK refused the request as invalid; `messages` lists the reasons."""
 
-    code = "validation"
+    code = ErrorCode.UPSTREAM_VALIDATION
 
 
 class Unauthorized(KlinkAPIError):
     """401: the API token is missing, wrong, revoked or expired."""
 
-    code = "unauthorized"
+    code = ErrorCode.UNAUTHORIZED
 
 
 class Forbidden(KlinkAPIError):
     """403: the token is valid but lacks the ability (scope) this operation needs."""
 
-    code = "forbidden"
+    code = ErrorCode.FORBIDDEN
 
 
 class NotFound(KlinkAPIError):
     """404/410: no such record, or (for a wrong catalogue override) no such endpoint."""
 
-    code = "not_found"
+    code = ErrorCode.NOT_FOUND
 
 
 class Conflict(KlinkAPIError):
     """409: the change clashes with the record's current state (e.g. a duplicate unique value)."""
 
-    code = "conflict"
+    code = ErrorCode.CONFLICT
 
 
 class RateLimited(KlinkAPIError):
     """429: too many requests. `retry_after` is the wait K-LINK asked for, in seconds, if it said."""
 
-    code = "rate_limited"
+    code = ErrorCode.RATE_LIMITED
 
     def __init__(
         self,
@@ -136,19 +168,19 @@ class RateLimited(KlinkAPIError):
 class ServerError(KlinkAPIError):
     """5xx on a read or an idempotent write: K-LINK failed; retrying later is safe."""
 
-    code = "server_error"
+    code = ErrorCode.UPSTREAM_ERROR
 
 
 class KlinkConnectionError(KlinkError):
     """No usable answer: the connection failed or dropped before a response arrived."""
 
-    code = "connection"
+    code = ErrorCode.UNREACHABLE
 
 
 class KlinkTimeout(KlinkConnectionError):
     """A connect or read timeout, or the per-call deadline (all attempts and waits) ran out."""
 
-    code = "timeout"
+    code = ErrorCode.TIMEOUT
 
 
 class AmbiguousWriteError(KlinkConnectionError):
@@ -160,7 +192,7 @@ class AmbiguousWriteError(KlinkConnectionError):
     create a second record or message a customer twice.
     """
 
-    code = "ambiguous_write"
+    code = ErrorCode.AMBIGUOUS_WRITE
 
     def __init__(self, message: str, *, status: int | None = None, operation: str | None = None) -> None:
         super().__init__(message, operation=operation)

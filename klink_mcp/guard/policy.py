@@ -1,8 +1,11 @@
-"""The one risk table: what each tool may do to the tenant, and which calls need a human's yes.
+"""The guard's risk policy: what each tool may do to the tenant, and which calls need a human's yes.
 
-Every tool the server exposes has exactly one row here: its risk (read / write / destructive),
-whether repeating a call with the same arguments changes nothing more (idempotent), and whether it
-reaches K-LINK (open world). Everything else is derived from this table:
+The table is not written here: each tool's spec carries its effects (`ToolSpec.effects`, a
+`ToolPolicy` row: its risk - read / write / destructive -, whether repeating a call with the same
+arguments changes nothing more (idempotent), whether it reaches K-LINK (open world), whether its
+effect cannot be undone). `klink_mcp.inventory.EFFECTS` collects them; this module reads that
+table the first time it is asked (the tool layer imports the guard, so the inventory is imported
+lazily, never at import time). Everything else is derived from the table:
 
 - `annotations_for(tool)` - the MCP tool annotations (hints for the host's approval UI);
 - `guarded_tools(settings)` - the tools whose calls may need confirmation (destructive ones plus
@@ -12,13 +15,14 @@ reaches K-LINK (open world). Everything else is derived from this table:
   away (destructive). Its annotation says destructive because the tool can be.
 
 This is server-side policy, not a hint: the guard enforces it whatever the client or model claims.
-This module must not import the tool layer (`klink_mcp.tools`) nor the K-LINK client, and must not
-do I/O.
+This module must not import the tool layer (`klink_mcp.tools`) nor the K-LINK client, and must not do
+I/O.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -37,6 +41,7 @@ __all__ = [
     "ToolPolicy",
     "UnknownToolError",
     "annotations_for",
+    "annotations_of",
     "guarded_tools",
     "needs_confirmation",
     "policy_for",
@@ -54,16 +59,6 @@ class Risk(StrEnum):
 
 class UnknownToolError(KeyError):
     """A tool name that is not in the risk table (a programming error: every tool must have a row)."""
-
-
-def _tag_update_risk(args: Mapping[str, Any]) -> Risk:
-    # The tool layer may name the K-LINK field `actionType` in snake_case or shorter; accept each
-    # spelling. A missing or unrecognised action is treated as destructive: fail closed.
-    for key in ("action", "action_type", "actionType", "mode"):
-        value = args.get(key)
-        if value is not None:
-            return Risk.WRITE if str(value).strip().upper() == "MERGE" else Risk.DESTRUCTIVE
-    return Risk.DESTRUCTIVE
 
 
 @dataclass(frozen=True)
@@ -84,47 +79,60 @@ class ToolPolicy:
         return self.risk if self.risk_for_args is None else self.risk_for_args(args)
 
 
-_R, _W, _D = Risk.READ, Risk.WRITE, Risk.DESTRUCTIVE
+def _table() -> Mapping[str, ToolPolicy]:
+    # Imported here, not at the top: the tool modules import the guard, which imports this module.
+    from klink_mcp.inventory import EFFECTS
 
-POLICY: Mapping[str, ToolPolicy] = {
-    # contacts
-    "list_contacts": ToolPolicy(_R, idempotent=True),
-    "create_contact": ToolPolicy(_W, idempotent=False),  # POST: a repeat creates a second contact
-    "find_contacts_by_social_platform_id": ToolPolicy(_R, idempotent=True),
-    "get_contact_form_fields": ToolPolicy(_R, idempotent=True),
-    "get_contact": ToolPolicy(_R, idempotent=True),
-    "update_contact": ToolPolicy(_W, idempotent=True),  # PATCH with set semantics
-    "delete_contact": ToolPolicy(_D, idempotent=True, irreversible=True),
-    "list_contact_groups": ToolPolicy(_R, idempotent=True),
-    "update_contact_tags": ToolPolicy(_D, idempotent=True, risk_for_args=_tag_update_risk, irreversible=True),
-    # tags and channels
-    "list_tags": ToolPolicy(_R, idempotent=True),
-    "list_channels": ToolPolicy(_R, idempotent=True),
-    "create_channel": ToolPolicy(_W, idempotent=False),
-    # tickets
-    "list_tickets": ToolPolicy(_R, idempotent=True),
-    "get_ticket_by_number": ToolPolicy(_R, idempotent=True),
-    "create_ticket": ToolPolicy(_W, idempotent=False),
-    "list_contact_tickets": ToolPolicy(_R, idempotent=True),
-    "get_ticket_form_fields": ToolPolicy(_R, idempotent=True),
-    "update_ticket": ToolPolicy(_W, idempotent=True),
-    "update_ticket_status": ToolPolicy(_W, idempotent=True),  # PUT
-    "list_categories": ToolPolicy(_R, idempotent=True),
-    # conversations
-    "list_cx_logs": ToolPolicy(_R, idempotent=True),
-    "send_message": ToolPolicy(_D, idempotent=False, irreversible=True),  # reaches a real customer
-    # local: the webhook event store never leaves the process
-    "list_recent_events": ToolPolicy(_R, idempotent=True, open_world=False),
-    # re-reads form definitions from K-LINK and rebuilds the server's own schemas; writes nothing upstream
-    "refresh_form_schemas": ToolPolicy(_R, idempotent=True),
-}
+    return EFFECTS
 
-ALL_TOOLS: frozenset[str] = frozenset(POLICY)
-READ_TOOLS: frozenset[str] = frozenset(name for name, row in POLICY.items() if row.risk is Risk.READ)
-WRITE_TOOLS: frozenset[str] = ALL_TOOLS - READ_TOOLS
-DESTRUCTIVE_TOOLS: frozenset[str] = frozenset(
-    name for name, row in POLICY.items() if row.risk is Risk.DESTRUCTIVE
-)
+
+class _TableView(Mapping[str, ToolPolicy]):
+    """The risk table, read from the tool inventory on first use."""
+
+    def __getitem__(self, tool: str) -> ToolPolicy:
+        return _table()[tool]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(_table())
+
+    def __len__(self) -> int:
+        return len(_table())
+
+
+class _ToolNames(AbstractSet[str]):
+    """The names of the tools whose row satisfies `pick`, computed on first use."""
+
+    def __init__(self, pick: Callable[[ToolPolicy], bool]) -> None:
+        self._pick = pick
+        self._names: frozenset[str] | None = None
+
+    def _get(self) -> frozenset[str]:
+        if self._names is None:
+            self._names = frozenset(name for name, row in _table().items() if self._pick(row))
+        return self._names
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._get()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._get())
+
+    def __len__(self) -> int:
+        return len(self._get())
+
+    def __repr__(self) -> str:
+        return repr(set(self._get()))
+
+    @classmethod
+    def _from_iterable(cls, it: Iterable[str]) -> frozenset[str]:  # type: ignore[override]
+        return frozenset(it)
+
+
+POLICY: Mapping[str, ToolPolicy] = _TableView()
+ALL_TOOLS: AbstractSet[str] = _ToolNames(lambda row: True)
+READ_TOOLS: AbstractSet[str] = _ToolNames(lambda row: row.risk is Risk.READ)
+WRITE_TOOLS: AbstractSet[str] = _ToolNames(lambda row: row.risk is not Risk.READ)
+DESTRUCTIVE_TOOLS: AbstractSet[str] = _ToolNames(lambda row: row.risk is Risk.DESTRUCTIVE)
 
 
 def policy_for(tool: str) -> ToolPolicy:
@@ -154,16 +162,20 @@ def annotations_for(tool: str) -> ToolAnnotations:
     Raises:
         UnknownToolError: `tool` is not in the table.
     """
-    row = policy_for(tool)
+    return annotations_of(policy_for(tool))
+
+
+def annotations_of(effects: ToolPolicy) -> ToolAnnotations:
+    """The four MCP hints for a tool with these effects, all stated explicitly."""
     return ToolAnnotations(
-        read_only_hint=row.risk is Risk.READ,
-        destructive_hint=row.risk is Risk.DESTRUCTIVE,
-        idempotent_hint=row.idempotent,
-        open_world_hint=row.open_world,
+        read_only_hint=effects.risk is Risk.READ,
+        destructive_hint=effects.risk is Risk.DESTRUCTIVE,
+        idempotent_hint=effects.idempotent,
+        open_world_hint=effects.open_world,
     )
 
 
-def guarded_tools(settings: Settings) -> frozenset[str]:
+def guarded_tools(settings: Settings) -> AbstractSet[str]:
     """Tools whose calls may need confirmation: every destructive tool plus `settings.confirm_tools`.
 
     Raises:
@@ -182,7 +194,7 @@ def guarded_tools(settings: Settings) -> frozenset[str]:
         raise ConfigError(
             f"KLINK_CONFIRM_TOOLS names read-only tools, which change nothing: {', '.join(reads)}"
         )
-    return DESTRUCTIVE_TOOLS | extra
+    return frozenset(DESTRUCTIVE_TOOLS) | extra
 
 
 def needs_confirmation(tool: str, args: Mapping[str, Any], settings: Settings) -> bool:

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from mcp.server import MCPServer
 from pydantic import BaseModel, Field
 
-from klink_mcp.tools._common import ServerState, register_tool
+from klink_mcp.guard.policy import Risk, ToolPolicy
+from klink_mcp.tools.spec import ToolSpec
+from klink_mcp.tools.state import ServerState
 
 
 class RefreshResult(BaseModel):
@@ -17,26 +16,31 @@ class RefreshResult(BaseModel):
     problem: str | None = Field(default=None, description="Why the fields could not be fetched, if so.")
 
 
-def register(mcp: MCPServer[Any], state: ServerState) -> None:
-    async def refresh_form_schemas() -> RefreshResult:
-        changed = await state.forms.refresh(state.client)
-        counts = {
-            kind: (len(s.builtin) + len(s.custom)) if (s := state.forms.get(kind)) else 0
-            for kind in ("contact", "ticket")
-        }
-        return RefreshResult(
-            changed=sorted(changed),
-            contact_fields=counts["contact"],
-            ticket_fields=counts["ticket"],
-            problem=state.forms.problem,
-        )
-
-    register_tool(
-        mcp,
-        refresh_form_schemas,
-        name="refresh_form_schemas",
-        title="Refresh form schemas",
-        description="Re-read the tenant's contact and ticket form fields now (they are cached for "
-        "KLINK_SCHEMA_TTL seconds). When they changed, the create/update tools get new schemas and the "
-        "client is notified to list tools again.",
+async def refresh_form_schemas(state: ServerState) -> RefreshResult:
+    changed = await state.forms.refresh(state.client)
+    counts = {
+        kind: (len(s.builtin) + len(s.custom)) if (s := state.forms.get(kind)) else 0
+        for kind in ("contact", "ticket")
+    }
+    return RefreshResult(
+        changed=sorted(changed),
+        contact_fields=counts["contact"],
+        ticket_fields=counts["ticket"],
+        problem=state.forms.problem,
     )
+
+
+REFRESH_FORM_SCHEMAS = ToolSpec(
+    name="refresh_form_schemas",
+    title="Refresh form schemas",
+    description="Re-read the tenant's contact and ticket form fields now (they are cached for "
+    "KLINK_SCHEMA_TTL seconds). When they changed, the create/update tools get new schemas and the "
+    "client is notified to list tools again.",
+    toolset="admin",
+    # re-reads form definitions from K-LINK and rebuilds the server's own schemas; writes nothing upstream
+    effects=ToolPolicy(Risk.READ, idempotent=True),
+    output=RefreshResult,
+    handler=refresh_form_schemas,
+)
+
+SPECS: tuple[ToolSpec, ...] = (REFRESH_FORM_SCHEMAS,)

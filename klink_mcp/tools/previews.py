@@ -13,7 +13,7 @@ from klink_mcp.guard.preview import Preview, PreviewTarget, mask_email, mask_pho
 from klink_mcp.tools.views import contact_detail, raw_dict
 
 if TYPE_CHECKING:
-    from klink_mcp.tools._common import ServerState
+    from klink_mcp.tools.state import ServerState
 
 OPEN_STATUSES = {"open", "in progress", "pending"}
 

@@ -30,7 +30,8 @@ from mcp.types import (
 from pydantic import Field
 
 from klink_mcp.api import errors as api_errors
-from klink_mcp.tools._common import ServerState, form_field_list
+from klink_mcp.tools.results import form_field_list
+from klink_mcp.tools.state import ServerState
 from klink_mcp.tools.tickets import DEFAULT_STATUSES, find_ticket_by_number, status_values
 from klink_mcp.tools.views import (
     category_node,

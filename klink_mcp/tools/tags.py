@@ -2,24 +2,27 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from mcp.server import MCPServer
-
-from klink_mcp.tools._common import ListResult, ServerState, register_tool
+from klink_mcp.guard.policy import Risk, ToolPolicy
+from klink_mcp.tools.results import ListResult
+from klink_mcp.tools.spec import ToolSpec
+from klink_mcp.tools.state import ServerState
 from klink_mcp.tools.views import TagView, tag_view
 
 
-def register(mcp: MCPServer[Any], state: ServerState) -> None:
-    async def list_tags() -> ListResult[TagView]:
-        tags = await state.client.list_tags()
-        return ListResult[TagView].whole([tag_view(t) for t in tags])
+async def list_tags(state: ServerState) -> ListResult[TagView]:
+    tags = await state.client.list_tags()
+    return ListResult[TagView].whole([tag_view(t) for t in tags])
 
-    register_tool(
-        mcp,
-        list_tags,
-        name="list_tags",
-        title="List tags",
-        description="Every tag of the tenant with its id and name. Contact tags are set by NAME "
-        "(update_contact_tags); tickets take tag ids (create_ticket/update_ticket).",
-    )
+
+LIST_TAGS = ToolSpec(
+    name="list_tags",
+    title="List tags",
+    description="Every tag of the tenant with its id and name. Contact tags are set by NAME "
+    "(update_contact_tags); tickets take tag ids (create_ticket/update_ticket).",
+    toolset="tags",
+    effects=ToolPolicy(Risk.READ, idempotent=True),
+    output=ListResult[TagView],
+    handler=list_tags,
+)
+
+SPECS: tuple[ToolSpec, ...] = (LIST_TAGS,)

@@ -1,5 +1,6 @@
 """Ticket tools: list and filter, look up by number, per contact, create, update, change status.
 
+Each tool is a module-level handler (first parameter: the `ServerState`) and a `ToolSpec` in `SPECS`.
 `create_ticket`, `update_ticket` and `update_ticket_status` are compiled per tenant from the ticket
 form (built-ins at the top level, `cf_*` fields under `custom_fields`, status values as an enum).
 K-LINK has no single-ticket endpoint: `get_ticket_by_number` is served from the listing.
@@ -7,32 +8,33 @@ K-LINK has no single-ticket endpoint: `get_ticket_by_number` is served from the 
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, Literal
 
-from mcp.server import MCPServer
 from mcp.server.mcpserver import Context
 from mcp.types import InputRequiredResult
 from pydantic import Field
 
+from klink_mcp.api.errors import ErrorCode
 from klink_mcp.content import UNTRUSTED_NOTE
 from klink_mcp.forms import FormSchema
+from klink_mcp.guard.policy import Risk, ToolPolicy
 from klink_mcp.tools import previews
-from klink_mcp.tools._common import (
-    ListResult,
-    ServerState,
-    ToolFailure,
-    WriteOutcome,
-    build_function,
+from klink_mcp.tools.errors import ToolFailure
+from klink_mcp.tools.guarded import guarded_outcome, run_guarded
+from klink_mcp.tools.params import (
+    ConfirmationToken,
+    ContactId,
+    Page,
+    PageSize,
+    TicketId,
     custom_fields_param,
-    form_field_list,
-    guarded_outcome,
     kw,
-    register_tool,
-    run_guarded,
-    unregister,
 )
-from klink_mcp.tools.contacts import ConfirmationToken, ContactId, Page, PageSize
+from klink_mcp.tools.results import ListResult, WriteOutcome, form_field_list
+from klink_mcp.tools.spec import FINDS_CONTACTS, FINDS_TICKETS, ToolSpec
+from klink_mcp.tools.state import ServerState
 from klink_mcp.tools.views import (
     FormFieldView,
     TicketDetail,
@@ -42,14 +44,9 @@ from klink_mcp.tools.views import (
     ticket_summary,
 )
 
-TicketId = Annotated[
-    str,
-    Field(
-        min_length=1, max_length=256, description="The ticket's id (uuid), not its number; see list_tickets."
-    ),
-]
 DEFAULT_STATUSES = ("open", "in progress", "pending", "resolved", "closed")
 MAX_SCAN_PAGES = 50
+_R, _W = Risk.READ, Risk.WRITE
 
 
 class TicketOutcome(WriteOutcome):
@@ -78,106 +75,66 @@ async def find_ticket_by_number(
         page = await state.client.list_tickets(page=scanned, page_size=100)
 
 
-def register_static(mcp: MCPServer[Any], state: ServerState) -> None:
-    async def list_tickets(
-        status: Annotated[
-            str | None, Field(max_length=40, description="Only this status, e.g. open, in progress, pending.")
-        ] = None,
-        priority: Annotated[
-            str | None, Field(max_length=40, description="Only this priority, e.g. high.")
-        ] = None,
-        channel: Annotated[
-            str | None, Field(max_length=40, description="Only this channel, e.g. email.")
-        ] = None,
-        keyword: Annotated[
-            str | None, Field(max_length=200, description="Search in title/description.")
-        ] = None,
-        contact_id: Annotated[
-            str | None, Field(max_length=256, description="Only this contact's tickets.")
-        ] = None,
-        detail: Annotated[
-            bool, Field(description="Include descriptions, tags and custom fields (bigger output).")
-        ] = False,
-        page: Page = 1,
-        page_size: PageSize = 10,
-    ) -> ListResult[TicketDetail]:
-        result = await state.client.list_tickets(
-            page=page,
-            page_size=page_size,
-            status=status or None,
-            priority=priority or None,
-            channel=channel or None,
-            keyword=keyword or None,
-            contact_id=contact_id or None,
-        )
-        view = ticket_detail if detail else ticket_row
-        items = [view(t) for t in result.items]
-        return ListResult[TicketDetail].from_page(result, items, page_size)
-
-    register_tool(
-        mcp,
-        list_tickets,
-        name="list_tickets",
-        title="List tickets",
-        description="List helpdesk tickets, newest first, optionally filtered by status, priority, channel, "
-        "keyword or contact. Compact by default; pass detail=true for descriptions. To triage, start with "
-        f"status='open'. {UNTRUSTED_NOTE}",
+async def list_tickets(
+    state: ServerState,
+    status: Annotated[
+        str | None, Field(max_length=40, description="Only this status, e.g. open, in progress, pending.")
+    ] = None,
+    priority: Annotated[
+        str | None, Field(max_length=40, description="Only this priority, e.g. high.")
+    ] = None,
+    channel: Annotated[str | None, Field(max_length=40, description="Only this channel, e.g. email.")] = None,
+    keyword: Annotated[str | None, Field(max_length=200, description="Search in title/description.")] = None,
+    contact_id: Annotated[
+        str | None, Field(max_length=256, description="Only this contact's tickets.")
+    ] = None,
+    detail: Annotated[
+        bool, Field(description="Include descriptions, tags and custom fields (bigger output).")
+    ] = False,
+    page: Page = 1,
+    page_size: PageSize = 10,
+) -> ListResult[TicketDetail]:
+    result = await state.client.list_tickets(
+        page=page,
+        page_size=page_size,
+        status=status or None,
+        priority=priority or None,
+        channel=channel or None,
+        keyword=keyword or None,
+        contact_id=contact_id or None,
     )
+    view = ticket_detail if detail else ticket_row
+    items = [view(t) for t in result.items]
+    return ListResult[TicketDetail].from_page(result, items, page_size)
 
-    async def get_ticket_by_number(
-        ctx: Context[Any, Any],
-        ticket_number: Annotated[int, Field(ge=1, description="The ticket number people quote, e.g. 1042.")],
-    ) -> TicketDetail:
-        async def progress(done: int, total: int) -> None:
-            await ctx.report_progress(done, total)
 
-        match = await find_ticket_by_number(state, ticket_number, progress)
-        if match is None:
-            raise ToolFailure(
-                "not_found",
-                f"No ticket number {ticket_number} found. Use list_tickets (keyword or contact filter) to find it.",
-            )
-        return ticket_detail(match)
+async def get_ticket_by_number(
+    state: ServerState,
+    ctx: Context[Any, Any],
+    ticket_number: Annotated[int, Field(ge=1, description="The ticket number people quote, e.g. 1042.")],
+) -> TicketDetail:
+    async def progress(done: int, total: int) -> None:
+        await ctx.report_progress(done, total)
 
-    register_tool(
-        mcp,
-        get_ticket_by_number,
-        name="get_ticket_by_number",
-        title="Get a ticket by its number",
-        description="Look up one ticket by the number people quote (e.g. #1042), in full. K-LINK has no "
-        "single-ticket endpoint, so this searches the ticket listing. " + UNTRUSTED_NOTE,
-    )
+    match = await find_ticket_by_number(state, ticket_number, progress)
+    if match is None:
+        # The spec's not_found hint follows this text.
+        raise ToolFailure(ErrorCode.NOT_FOUND, f"No ticket number {ticket_number} found.")
+    return ticket_detail(match)
 
-    async def list_contact_tickets(
-        contact_id: ContactId, page: Page = 1, page_size: PageSize = 10
-    ) -> ListResult[TicketSummary]:
-        result = await state.client.list_contact_tickets(contact_id, page=page, page_size=page_size)
-        return ListResult[TicketSummary].from_page(
-            result, [ticket_summary(t) for t in result.items], page_size
-        )
 
-    register_tool(
-        mcp,
-        list_contact_tickets,
-        name="list_contact_tickets",
-        title="List a contact's tickets",
-        description="All tickets of one contact (compact). Useful to summarise a customer's history together "
-        "with list_cx_logs.",
-    )
+async def list_contact_tickets(
+    state: ServerState, contact_id: ContactId, page: Page = 1, page_size: PageSize = 10
+) -> ListResult[TicketSummary]:
+    result = await state.client.list_contact_tickets(contact_id, page=page, page_size=page_size)
+    return ListResult[TicketSummary].from_page(result, [ticket_summary(t) for t in result.items], page_size)
 
-    async def get_ticket_form_fields(
-        custom_only: Annotated[bool, Field(description="Only the custom cf_* fields.")] = False,
-    ) -> ListResult[FormFieldView]:
-        return form_field_list(await state.client.all_ticket_form_fields(), custom_only=custom_only)
 
-    register_tool(
-        mcp,
-        get_ticket_form_fields,
-        name="get_ticket_form_fields",
-        title="Ticket form fields",
-        description="The tenant's ticket fields (built-in and custom cf_*), with types, required flags and "
-        "allowed values. create_ticket/update_ticket already take these as typed parameters.",
-    )
+async def get_ticket_form_fields(
+    state: ServerState,
+    custom_only: Annotated[bool, Field(description="Only the custom cf_* fields.")] = False,
+) -> ListResult[FormFieldView]:
+    return form_field_list(await state.client.all_ticket_form_fields(), custom_only=custom_only)
 
 
 def status_values(schema: FormSchema | None) -> tuple[str, ...]:
@@ -189,15 +146,11 @@ def status_values(schema: FormSchema | None) -> tuple[str, ...]:
     return DEFAULT_STATUSES
 
 
-def register_form_tools(mcp: MCPServer[Any], state: ServerState, schema: FormSchema) -> list[str]:
-    """(Re)build create_ticket, update_ticket and update_ticket_status from the tenant's ticket form."""
-    names = ["create_ticket", "update_ticket", "update_ticket_status"]
-    for name in names:
-        unregister(mcp, name)
+# -- compiled from the tenant's ticket form ----------------------------------------------------------
 
-    ctx_param = kw("ctx", Context[Any, Any])
-    token_param = kw("confirmation_token", ConfirmationToken, None)
-    tags_param = kw(
+
+def _ticket_tags_param() -> inspect.Parameter:
+    return kw(
         "tags",
         Annotated[
             list[Annotated[str, Field(min_length=1, max_length=256)]] | None,
@@ -205,85 +158,33 @@ def register_form_tools(mcp: MCPServer[Any], state: ServerState, schema: FormSch
         ],
         None,
     )
-    guarded = state.guard.is_guarded
 
-    async def create_impl(**kwargs: Any) -> TicketOutcome | InputRequiredResult:
-        ctx = kwargs.pop("ctx")
-        token = kwargs.pop("confirmation_token", None)
-        contact_id = kwargs.pop("contact_id")
-        body = schema.wire_body(kwargs)
-        body["contact_id"] = contact_id  # the contract's one snake_case request key
-        if tags := kwargs.get("tags"):
-            body["tags"] = sorted(set(tags))
 
-        async def execute() -> TicketDetail:
-            return ticket_detail(await state.client.create_ticket(body))
+def _token_params(guarded: bool) -> list[inspect.Parameter]:
+    return [kw("confirmation_token", ConfirmationToken, None)] if guarded else []
 
-        ran = await run_guarded(
-            state,
-            ctx,
-            tool="create_ticket",
-            args=body,
-            confirmation_token=token,
-            load_preview=lambda: previews.generic(
-                "Create ticket", f"Create ticket {body.get('title', '')!r}", "ticket", None, body
-            ),
-            execute=execute,
-            target_ids={"contact_id": contact_id},
-        )
-        return guarded_outcome(TicketOutcome, "ticket", ran)
 
-    create_params = [
-        ctx_param,
+def create_ticket_parameters(schema: FormSchema, guarded: bool) -> list[inspect.Parameter]:
+    """The parameters of `create_ticket`: the contact id, the form's fields, tag ids (and the token)."""
+    params = [
+        kw("ctx", Context[Any, Any]),
         kw(
             "contact_id",
             Annotated[str, Field(min_length=1, max_length=256, description="The customer's contact id.")],
         ),
         *schema.builtin_parameters(for_update=False),
         *custom_fields_param(schema, for_update=False, kind="ticket"),
-        tags_param,
-        *([token_param] if guarded("create_ticket") else []),
+        _ticket_tags_param(),
+        *_token_params(guarded),
     ]
-    create_params.sort(key=lambda p: p.default is not p.empty)
-    register_tool(
-        mcp,
-        build_function("create_ticket", create_impl, create_params, TicketOutcome | InputRequiredResult),
-        name="create_ticket",
-        title="Create a ticket",
-        description="Open a helpdesk ticket for a contact. Parameters are this tenant's ticket form: built-in "
-        "fields at the top level, custom cf_* fields inside custom_fields. Returns the ticket with its id "
-        "and number.",
-    )
+    params.sort(key=lambda p: p.default is not p.empty)
+    return params
 
-    async def update_impl(**kwargs: Any) -> TicketOutcome | InputRequiredResult:
-        ctx = kwargs.pop("ctx")
-        token = kwargs.pop("confirmation_token", None)
-        ticket_id = kwargs.pop("ticket_id")
-        body = schema.wire_body(kwargs)
-        if assignee_id := kwargs.get("assignee_id"):
-            body["assigneeId"] = assignee_id
-        if tags := kwargs.get("tags"):
-            body["tags"] = sorted(set(tags))
-        if not body:
-            raise ToolFailure("validation", "Nothing to update: give at least one field to change.")
 
-        async def execute() -> TicketDetail:
-            return ticket_detail(await state.client.update_ticket(ticket_id, body))
-
-        ran = await run_guarded(
-            state,
-            ctx,
-            tool="update_ticket",
-            args={"ticket_id": ticket_id, **body},
-            confirmation_token=token,
-            load_preview=lambda: previews.for_ticket(state, ticket_id, "Update ticket", body),
-            execute=execute,
-            target_ids={"ticket_id": ticket_id},
-        )
-        return guarded_outcome(TicketOutcome, "ticket", ran)
-
-    update_params = [
-        ctx_param,
+def update_ticket_parameters(schema: FormSchema, guarded: bool) -> list[inspect.Parameter]:
+    """The parameters of `update_ticket`: the ticket id, then the form's fields (not status), all optional."""
+    params = [
+        kw("ctx", Context[Any, Any]),
         kw("ticket_id", TicketId),
         *schema.builtin_parameters(for_update=True, exclude=("status",)),
         kw(
@@ -292,56 +193,203 @@ def register_form_tools(mcp: MCPServer[Any], state: ServerState, schema: FormSch
             None,
         ),
         *custom_fields_param(schema, for_update=True, kind="ticket"),
-        tags_param,
-        *([token_param] if guarded("update_ticket") else []),
+        _ticket_tags_param(),
+        *_token_params(guarded),
     ]
-    update_params.sort(key=lambda p: p.default is not p.empty)
+    params.sort(key=lambda p: p.default is not p.empty)
+    return params
 
-    register_tool(
-        mcp,
-        build_function("update_ticket", update_impl, update_params, TicketOutcome | InputRequiredResult),
-        name="update_ticket",
-        title="Update a ticket",
-        description="Change a ticket's fields (only those you pass). To change its status use "
-        "update_ticket_status.",
-    )
 
-    statuses = status_values(schema)
-    status_type: Any = Literal[statuses]
-
-    async def status_impl(
-        ctx: Context[Any, Any], ticket_id: str, status: str, confirmation_token: str | None = None
-    ) -> TicketOutcome | InputRequiredResult:
-        async def execute() -> TicketDetail:
-            return ticket_detail(await state.client.update_ticket_status(ticket_id, status))
-
-        ran = await run_guarded(
-            state,
-            ctx,
-            tool="update_ticket_status",
-            args={"ticket_id": ticket_id, "status": status},
-            confirmation_token=confirmation_token,
-            load_preview=lambda: previews.for_ticket(
-                state, ticket_id, "Change ticket status", {"status": status}
-            ),
-            execute=execute,
-            target_ids={"ticket_id": ticket_id},
-        )
-        return guarded_outcome(TicketOutcome, "ticket", ran)
-
-    status_params = [
-        ctx_param,
+def update_ticket_status_parameters(schema: FormSchema, guarded: bool) -> list[inspect.Parameter]:
+    """The parameters of `update_ticket_status`: the ticket id and one of the tenant's status values."""
+    status_type: Any = Literal[status_values(schema)]
+    return [
+        kw("ctx", Context[Any, Any]),
         kw("ticket_id", TicketId),
         kw("status", Annotated[status_type, Field(description="The new status.")]),
-        *([token_param] if guarded("update_ticket_status") else []),
+        *_token_params(guarded),
     ]
-    register_tool(
-        mcp,
-        build_function(
-            "update_ticket_status", status_impl, status_params, TicketOutcome | InputRequiredResult
+
+
+async def create_ticket(
+    state: ServerState, schema: FormSchema, **kwargs: Any
+) -> TicketOutcome | InputRequiredResult:
+    ctx = kwargs.pop("ctx")
+    token = kwargs.pop("confirmation_token", None)
+    contact_id = kwargs.pop("contact_id")
+    body = schema.wire_body(kwargs)
+    body["contact_id"] = contact_id  # the contract's one snake_case request key
+    if tags := kwargs.get("tags"):
+        body["tags"] = sorted(set(tags))
+
+    async def execute() -> TicketDetail:
+        return ticket_detail(await state.client.create_ticket(body))
+
+    ran = await run_guarded(
+        state,
+        ctx,
+        tool="create_ticket",
+        args=body,
+        confirmation_token=token,
+        load_preview=lambda: previews.generic(
+            "Create ticket", f"Create ticket {body.get('title', '')!r}", "ticket", None, body
         ),
-        name="update_ticket_status",
-        title="Change a ticket's status",
-        description="Move a ticket to another status (e.g. resolve it once the customer's issue is handled).",
+        execute=execute,
+        target_ids={"contact_id": contact_id},
     )
-    return names
+    return guarded_outcome(TicketOutcome, "ticket", ran)
+
+
+async def update_ticket(
+    state: ServerState, schema: FormSchema, **kwargs: Any
+) -> TicketOutcome | InputRequiredResult:
+    ctx = kwargs.pop("ctx")
+    token = kwargs.pop("confirmation_token", None)
+    ticket_id = kwargs.pop("ticket_id")
+    body = schema.wire_body(kwargs)
+    if assignee_id := kwargs.get("assignee_id"):
+        body["assigneeId"] = assignee_id
+    if tags := kwargs.get("tags"):
+        body["tags"] = sorted(set(tags))
+    if not body:
+        raise ToolFailure(ErrorCode.VALIDATION, "Nothing to update: give at least one field to change.")
+
+    async def execute() -> TicketDetail:
+        return ticket_detail(await state.client.update_ticket(ticket_id, body))
+
+    ran = await run_guarded(
+        state,
+        ctx,
+        tool="update_ticket",
+        args={"ticket_id": ticket_id, **body},
+        confirmation_token=token,
+        load_preview=lambda: previews.for_ticket(state, ticket_id, "Update ticket", body),
+        execute=execute,
+        target_ids={"ticket_id": ticket_id},
+    )
+    return guarded_outcome(TicketOutcome, "ticket", ran)
+
+
+async def update_ticket_status(
+    state: ServerState,
+    schema: FormSchema,
+    ctx: Context[Any, Any],
+    ticket_id: str,
+    status: str,
+    confirmation_token: str | None = None,
+) -> TicketOutcome | InputRequiredResult:
+    async def execute() -> TicketDetail:
+        return ticket_detail(await state.client.update_ticket_status(ticket_id, status))
+
+    ran = await run_guarded(
+        state,
+        ctx,
+        tool="update_ticket_status",
+        args={"ticket_id": ticket_id, "status": status},
+        confirmation_token=confirmation_token,
+        load_preview=lambda: previews.for_ticket(
+            state, ticket_id, "Change ticket status", {"status": status}
+        ),
+        execute=execute,
+        target_ids={"ticket_id": ticket_id},
+    )
+    return guarded_outcome(TicketOutcome, "ticket", ran)
+
+
+# -- the specs ---------------------------------------------------------------------------------------
+
+LIST_TICKETS = ToolSpec(
+    name="list_tickets",
+    title="List tickets",
+    description="List helpdesk tickets, newest first, optionally filtered by status, priority, channel, "
+    "keyword or contact. Compact by default; pass detail=true for descriptions. To triage, start with "
+    f"status='open'. {UNTRUSTED_NOTE}",
+    toolset="tickets",
+    effects=ToolPolicy(_R, idempotent=True),
+    output=ListResult[TicketDetail],
+    handler=list_tickets,
+    hints=FINDS_TICKETS,
+)
+GET_TICKET_BY_NUMBER = ToolSpec(
+    name="get_ticket_by_number",
+    title="Get a ticket by its number",
+    description="Look up one ticket by the number people quote (e.g. #1042), in full. K-LINK has no "
+    "single-ticket endpoint, so this searches the ticket listing. " + UNTRUSTED_NOTE,
+    toolset="tickets",
+    effects=ToolPolicy(_R, idempotent=True),
+    output=TicketDetail,
+    handler=get_ticket_by_number,
+    hints={ErrorCode.NOT_FOUND: "Use list_tickets (keyword or contact filter) to find it."},
+)
+CREATE_TICKET = ToolSpec(
+    name="create_ticket",
+    title="Create a ticket",
+    description="Open a helpdesk ticket for a contact. Parameters are this tenant's ticket form: built-in "
+    "fields at the top level, custom cf_* fields inside custom_fields. Returns the ticket with its id "
+    "and number.",
+    toolset="tickets",
+    effects=ToolPolicy(_W, idempotent=False),
+    output=TicketOutcome,
+    handler=create_ticket,
+    # The id a new ticket refers to is its contact's: a not-found is about the contact.
+    hints=FINDS_CONTACTS,
+    form="ticket",
+    form_parameters=create_ticket_parameters,
+)
+LIST_CONTACT_TICKETS = ToolSpec(
+    name="list_contact_tickets",
+    title="List a contact's tickets",
+    description="All tickets of one contact (compact). Useful to summarise a customer's history together "
+    "with list_cx_logs.",
+    toolset="tickets",
+    effects=ToolPolicy(_R, idempotent=True),
+    output=ListResult[TicketSummary],
+    handler=list_contact_tickets,
+    hints=FINDS_CONTACTS,
+)
+GET_TICKET_FORM_FIELDS = ToolSpec(
+    name="get_ticket_form_fields",
+    title="Ticket form fields",
+    description="The tenant's ticket fields (built-in and custom cf_*), with types, required flags and "
+    "allowed values. create_ticket/update_ticket already take these as typed parameters.",
+    toolset="tickets",
+    effects=ToolPolicy(_R, idempotent=True),
+    output=ListResult[FormFieldView],
+    handler=get_ticket_form_fields,
+    hints=FINDS_TICKETS,
+)
+UPDATE_TICKET = ToolSpec(
+    name="update_ticket",
+    title="Update a ticket",
+    description="Change a ticket's fields (only those you pass). To change its status use "
+    "update_ticket_status.",
+    toolset="tickets",
+    effects=ToolPolicy(_W, idempotent=True),
+    output=TicketOutcome,
+    handler=update_ticket,
+    hints=FINDS_TICKETS,
+    form="ticket",
+    form_parameters=update_ticket_parameters,
+)
+UPDATE_TICKET_STATUS = ToolSpec(
+    name="update_ticket_status",
+    title="Change a ticket's status",
+    description="Move a ticket to another status (e.g. resolve it once the customer's issue is handled).",
+    toolset="tickets",
+    effects=ToolPolicy(_W, idempotent=True),  # PUT
+    output=TicketOutcome,
+    handler=update_ticket_status,
+    hints=FINDS_TICKETS,
+    form="ticket",
+    form_parameters=update_ticket_status_parameters,
+)
+
+SPECS: tuple[ToolSpec, ...] = (
+    LIST_TICKETS,
+    GET_TICKET_BY_NUMBER,
+    LIST_CONTACT_TICKETS,
+    GET_TICKET_FORM_FIELDS,
+    CREATE_TICKET,
+    UPDATE_TICKET,
+    UPDATE_TICKET_STATUS,
+)

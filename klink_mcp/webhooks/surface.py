@@ -1,20 +1,24 @@
 """The MCP face of received webhook events: a tool, two resources, and change notifications.
 
-`register_webhook_surface(mcp, hub)` adds to an `MCPServer`:
+`register_event_resources(mcp, hub)` adds to an `MCPServer`:
 
-- tool `list_recent_events` (read-only, local: it reads the events database, never K-LINK);
 - resource `klink://events/recent` and template `klink://contacts/{contact_id}/events` (JSON);
 - change notifications when the hub stores a new event, in both protocol eras, to subscribed clients
   only: 2026-07-28 clients `subscriptions/listen` with the URIs (delivered through the server's
   `SubscriptionBus`); handshake-era clients `resources/subscribe` and receive
   `notifications/resources/updated` on their connection.
 
+The tool `list_recent_events` (read-only, local: it reads the events database, never K-LINK) is a
+`ToolSpec` of the tool inventory (`LIST_RECENT_EVENTS`, handler reading `state.hub`), served like every
+other tool by `build_server`; `register_webhook_surface(mcp, hub)` serves the resources and that one
+spec on a server of its own (an events-only server).
+
 Every new event updates `klink://events/recent`, and `klink://contacts/<id>/events` when the event
 names a contact (ids are percent-encoded in URIs). Notifications are cues to re-read, never payloads.
 
 Handshake-era subscriptions: `MCPServer` does not serve `resources/subscribe`, so this module
 registers `resources/subscribe`/`resources/unsubscribe` on its low-level server (the SDK's documented
-workaround, `_lowlevel_server.add_request_handler`) and keeps, per client connection, the set of URIs
+workaround, through `klink_mcp.sdk_adapter.add_request_handler`) and keeps, per client connection, the set of URIs
 it subscribed to (any URI; only URIs somebody publishes ever fire). Other modules publish through
 `publish_resource_updated(mcp, uri)`, which reaches both eras. A connection's subscriptions are
 dropped when it closes (its `exit_stack`).
@@ -39,20 +43,26 @@ from mcp.types import INVALID_PARAMS, EmptyResult, SubscribeRequestParams, Unsub
 from pydantic import BaseModel, Field
 
 from klink_mcp.content import UNTRUSTED_NOTE, fence, sanitize_text
-from klink_mcp.guard.policy import annotations_for
+from klink_mcp.guard.policy import Risk, ToolPolicy
+from klink_mcp.sdk_adapter import add_request_handler, connection_of, subscription_bus_of
+from klink_mcp.tools.spec import ToolSpec
+from klink_mcp.tools.state import ServerState
 from klink_mcp.webhooks.events import EventType, format_timestamp
 from klink_mcp.webhooks.hub import EventHub
 from klink_mcp.webhooks.store import StoredEvent
 
 __all__ = [
     "CONTACT_EVENTS_TEMPLATE",
+    "LIST_RECENT_EVENTS",
     "RECENT_EVENTS_URI",
     "EventItem",
     "RecentEvents",
     "ResourceSubscriptions",
     "contact_events_uri",
     "event_item",
+    "list_recent_events",
     "publish_resource_updated",
+    "register_event_resources",
     "register_webhook_surface",
     "resource_subscriptions",
 ]
@@ -170,9 +180,8 @@ class ResourceSubscriptions:
 
     @staticmethod
     def _connection_of(ctx: ServerRequestContext[Any, Any]) -> Any:
-        # `Connection` is not reachable through a public attribute yet (mcp 2.3: "a public way to
-        # reach it is planned"); tests pin this so an SDK change fails loudly.
-        return getattr(ctx.session, "_connection", None) or ctx.session
+        # The per-connection object (see sdk_adapter.connection_of); the proxy itself when there is none.
+        return connection_of(ctx.session) or ctx.session
 
     async def on_subscribe(
         self, ctx: ServerRequestContext[Any, Any], params: SubscribeRequestParams
@@ -234,13 +243,12 @@ def resource_subscriptions(mcp: MCPServer[Any], bus: SubscriptionBus | None = No
     if bus is None:
         # MCPServer keeps the bus it built privately; the SDK docs say to construct it yourself to publish
         # from outside a request. Fall back to the private attribute for servers built without one.
-        bus = getattr(mcp, "_subscriptions", None)
+        bus = subscription_bus_of(mcp)
         if bus is None:
             raise RuntimeError("cannot find the server's SubscriptionBus: pass bus= explicitly")
     registry = ResourceSubscriptions(bus)
-    lowlevel = mcp._lowlevel_server
-    lowlevel.add_request_handler("resources/subscribe", SubscribeRequestParams, registry.on_subscribe)
-    lowlevel.add_request_handler("resources/unsubscribe", UnsubscribeRequestParams, registry.on_unsubscribe)
+    add_request_handler(mcp, "resources/subscribe", SubscribeRequestParams, registry.on_subscribe)
+    add_request_handler(mcp, "resources/unsubscribe", UnsubscribeRequestParams, registry.on_unsubscribe)
     _REGISTRIES[mcp] = registry
     return registry
 
@@ -263,58 +271,92 @@ _TOOL_DESCRIPTION = (
 )
 
 
+async def list_recent_events(
+    state: ServerState,
+    event_type: Annotated[
+        EventType | None, Field(description="Only this event type (default: every type).")
+    ] = None,
+    contact_id: Annotated[
+        str | None,
+        Field(
+            description="Only events about this contact id (see list_contacts).",
+            min_length=1,
+            max_length=200,
+        ),
+    ] = None,
+    since: Annotated[
+        datetime | None,
+        Field(
+            description="Only events that happened at or after this ISO-8601 time, e.g. "
+            "2026-01-09T00:00:00Z (no zone = UTC)."
+        ),
+    ] = None,
+    limit: Annotated[int, Field(ge=1, le=100, description="Events per page (1-100).")] = 20,
+    page: Annotated[int, Field(ge=1, le=10_000, description="Page number, 1-based.")] = 1,
+) -> RecentEvents:
+    if state.hub is None:
+        raise RuntimeError("list_recent_events needs the server's event hub")
+    store = state.hub.store
+    filters: dict[str, Any] = {"event_type": event_type, "contact_id": contact_id, "since": since}
+    total = await store.count(**filters)
+    rows = await store.recent(**filters, limit=limit, offset=(page - 1) * limit)
+    return RecentEvents(
+        items=[event_item(row) for row in rows],
+        page=page,
+        page_size=limit,
+        total=total,
+        has_more=page * limit < total,
+    )
+
+
+LIST_RECENT_EVENTS = ToolSpec(
+    name="list_recent_events",
+    title="List recent K-LINK events",
+    description=_TOOL_DESCRIPTION,
+    toolset="events",
+    # local: the webhook event store never leaves the process
+    effects=ToolPolicy(Risk.READ, idempotent=True, open_world=False),
+    output=RecentEvents,
+    handler=list_recent_events,
+    # Event payloads may hold nulls: the SDK serializes and checks the result against its schema.
+    compact_output=False,
+)
+
+SPECS: tuple[ToolSpec, ...] = (LIST_RECENT_EVENTS,)
+
+
 def register_webhook_surface(
     mcp: MCPServer[Any], hub: EventHub, *, bus: SubscriptionBus | None = None
 ) -> None:
-    """Add `list_recent_events`, the event resources and their change notifications to `mcp`.
+    """An events-only server: `list_recent_events` and the event resources on `mcp`.
+
+    `build_server` does not call this: it serves the tool from the inventory and calls
+    `register_event_resources`.
+
+    Raises:
+        RuntimeError: as `resource_subscriptions`.
+    """
+    from klink_mcp.config import Settings
+    from klink_mcp.guard.confirm import Guard
+    from klink_mcp.schemas import FormRegistry
+    from klink_mcp.tools.registry import register_spec
+
+    settings = Settings()
+    state = ServerState(settings=settings, guard=Guard(settings), forms=FormRegistry(ttl_s=0), hub=hub)
+    register_spec(mcp, state, LIST_RECENT_EVENTS)
+    register_event_resources(mcp, hub, bus=bus)
+
+
+def register_event_resources(
+    mcp: MCPServer[Any], hub: EventHub, *, bus: SubscriptionBus | None = None
+) -> None:
+    """Add the event resources and their change notifications to `mcp`.
 
     Raises:
         RuntimeError: as `resource_subscriptions`.
     """
     subscriptions = resource_subscriptions(mcp, bus)
     store = hub.store
-
-    async def list_recent_events(
-        event_type: Annotated[
-            EventType | None, Field(description="Only this event type (default: every type).")
-        ] = None,
-        contact_id: Annotated[
-            str | None,
-            Field(
-                description="Only events about this contact id (see list_contacts).",
-                min_length=1,
-                max_length=200,
-            ),
-        ] = None,
-        since: Annotated[
-            datetime | None,
-            Field(
-                description="Only events that happened at or after this ISO-8601 time, e.g. "
-                "2026-01-09T00:00:00Z (no zone = UTC)."
-            ),
-        ] = None,
-        limit: Annotated[int, Field(ge=1, le=100, description="Events per page (1-100).")] = 20,
-        page: Annotated[int, Field(ge=1, le=10_000, description="Page number, 1-based.")] = 1,
-    ) -> RecentEvents:
-        filters: dict[str, Any] = {"event_type": event_type, "contact_id": contact_id, "since": since}
-        total = await store.count(**filters)
-        rows = await store.recent(**filters, limit=limit, offset=(page - 1) * limit)
-        return RecentEvents(
-            items=[event_item(row) for row in rows],
-            page=page,
-            page_size=limit,
-            total=total,
-            has_more=page * limit < total,
-        )
-
-    mcp.add_tool(
-        list_recent_events,
-        name="list_recent_events",
-        title="List recent K-LINK events",
-        description=_TOOL_DESCRIPTION,
-        annotations=annotations_for("list_recent_events"),
-        structured_output=True,
-    )
 
     async def _resource_json(*, contact_id: str | None) -> str:
         rows = await store.recent(contact_id=contact_id, limit=RESOURCE_LIMIT)
