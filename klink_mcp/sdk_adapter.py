@@ -18,6 +18,7 @@ from mcp.server.lowlevel.server import NotificationOptions
 # Private module: the SDK's own stdio/HTTP transports build their stream pairs with it, and
 # `Server.run()` expects exactly these stream types (they carry the request context across tasks).
 from mcp.shared._context_streams import ContextReceiveStream, ContextSendStream, create_context_streams
+from mcp.shared.message import SessionMessage
 
 if TYPE_CHECKING:
     from mcp.server import MCPServer
@@ -29,13 +30,30 @@ __all__ = [
     "add_request_handler",
     "announce_tool_list_changes",
     "connection_of",
-    "create_context_streams",
+    "inbound_stream_pair",
+    "outbound_stream_pair",
     "publish_tool_schemas",
     "registered_tool",
     "registered_tool_names",
     "run_on_streams",
     "subscription_bus_of",
 ]
+
+
+def inbound_stream_pair() -> tuple[
+    ContextSendStream[SessionMessage | Exception], ContextReceiveStream[SessionMessage | Exception]
+]:
+    """An unbuffered stream pair for messages read from a transport (what `Server.run()` reads).
+
+    Why private: the SDK's transports build their pairs with `mcp.shared._context_streams`, whose
+    streams carry the request context across tasks; `Server.run()` expects exactly these.
+    """
+    return create_context_streams[SessionMessage | Exception](0)
+
+
+def outbound_stream_pair() -> tuple[ContextSendStream[SessionMessage], ContextReceiveStream[SessionMessage]]:
+    """An unbuffered stream pair for messages the server writes to a transport (see `inbound_stream_pair`)."""
+    return create_context_streams[SessionMessage](0)
 
 
 def registered_tool(mcp: MCPServer[Any], name: str) -> Tool | None:

@@ -103,25 +103,25 @@ class SessionTracker:
     """
 
     def __init__(self) -> None:
-        self._connections: dict[int, Any] = {}
+        self._live: dict[int, Any] = {}
 
     async def middleware(self, ctx: Any, call_next: Callable[[Any], Awaitable[Any]]) -> Any:
         connection = connection_of(getattr(ctx, "session", None))
         if connection is not None and getattr(connection, "protocol_version", None) not in MODERN_VERSIONS:
             key = id(connection)
-            if key not in self._connections and hasattr(connection, "send_tool_list_changed"):
-                self._connections[key] = connection
+            if key not in self._live and hasattr(connection, "send_tool_list_changed"):
+                self._live[key] = connection
                 exit_stack = getattr(connection, "exit_stack", None)
                 if exit_stack is not None:
-                    exit_stack.callback(self._connections.pop, key, None)
+                    exit_stack.callback(self._live.pop, key, None)
         return await call_next(ctx)
 
     @property
     def connection_count(self) -> int:
-        return len(self._connections)
+        return len(self._live)
 
     async def notify_tools_changed(self) -> None:
-        for connection in list(self._connections.values()):
+        for connection in list(self._live.values()):
             try:
                 await connection.send_tool_list_changed()
             except Exception as exc:  # a closed connection must not stop the others

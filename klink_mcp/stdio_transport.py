@@ -62,7 +62,8 @@ from mcp.shared.message import SessionMessage
 from klink_mcp.sdk_adapter import (
     ContextReceiveStream,
     ContextSendStream,
-    create_context_streams,
+    inbound_stream_pair,
+    outbound_stream_pair,
     run_on_streams,
 )
 
@@ -282,8 +283,8 @@ async def _serve_fds(in_fd: int, out_fd: int, max_line_bytes: int) -> AsyncItera
     writer.live = True
     if writer.lost:  # the client closed our stdout while we were still connecting
         client_gone()
-    read_send, read_receive = create_context_streams[SessionMessage | Exception](0)
-    write_send, write_receive = create_context_streams[SessionMessage](0)
+    read_send, read_receive = inbound_stream_pair()
+    write_send, write_receive = outbound_stream_pair()
     stdin_scope = anyio.CancelScope()
     stdout_scope = anyio.CancelScope()
 

@@ -18,7 +18,7 @@ from klink_mcp.docs import TABLE_BEGIN, TABLE_END, tool_table
 from klink_mcp.guard.policy import guarded_tools
 from klink_mcp.sandbox import SandboxTenant
 from klink_mcp.tools.resources import load_prompts
-from tests.server.conftest import FIXTURES, make_server, make_settings
+from tests.helpers.server import FIXTURES, make_server, make_settings
 
 pytestmark = pytest.mark.anyio
 

@@ -176,10 +176,10 @@ class ResourceSubscriptions:
         self._bus = bus
         # Keyed by the SDK's per-connection object (a fresh ServerSession proxy is built per request,
         # so the proxy cannot be the key); values are the URIs that connection subscribed to.
-        self._by_connection: dict[Any, set[str]] = {}
+        self._uris_by_peer: dict[Any, set[str]] = {}
 
     @staticmethod
-    def _connection_of(ctx: ServerRequestContext[Any, Any]) -> Any:
+    def _peer_of(ctx: ServerRequestContext[Any, Any]) -> Any:
         # The per-connection object (see sdk_adapter.connection_of); the proxy itself when there is none.
         return connection_of(ctx.session) or ctx.session
 
@@ -187,13 +187,13 @@ class ResourceSubscriptions:
         self, ctx: ServerRequestContext[Any, Any], params: SubscribeRequestParams
     ) -> EmptyResult:
         """`resources/subscribe` handler."""
-        connection = self._connection_of(ctx)
-        uris = self._by_connection.get(connection)
+        connection = self._peer_of(ctx)
+        uris = self._uris_by_peer.get(connection)
         if uris is None:
-            uris = self._by_connection[connection] = set()
+            uris = self._uris_by_peer[connection] = set()
             exit_stack = getattr(connection, "exit_stack", None)
             if exit_stack is not None:
-                exit_stack.callback(self._by_connection.pop, connection, None)
+                exit_stack.callback(self._uris_by_peer.pop, connection, None)
         if params.uri not in uris and len(uris) >= _MAX_URIS_PER_CONNECTION:
             raise MCPError(
                 INVALID_PARAMS, f"too many resource subscriptions (max {_MAX_URIS_PER_CONNECTION})"
@@ -205,19 +205,19 @@ class ResourceSubscriptions:
         self, ctx: ServerRequestContext[Any, Any], params: UnsubscribeRequestParams
     ) -> EmptyResult:
         """`resources/unsubscribe` handler."""
-        uris = self._by_connection.get(self._connection_of(ctx))
+        uris = self._uris_by_peer.get(self._peer_of(ctx))
         if uris is not None:
             uris.discard(params.uri)
         return EmptyResult()
 
     def subscriber_count(self, uri: str) -> int:
         """How many handshake-era connections subscribed to `uri`."""
-        return sum(1 for uris in self._by_connection.values() if uri in uris)
+        return sum(1 for uris in self._uris_by_peer.values() if uri in uris)
 
     async def publish(self, uri: str) -> None:
         """Tell every subscriber of `uri` (both eras) that it changed. Never raises for a closed client."""
         await self._bus.publish(ResourceUpdated(uri=uri))
-        for connection, uris in list(self._by_connection.items()):
+        for connection, uris in list(self._uris_by_peer.items()):
             if uri in uris:
                 try:
                     await connection.send_resource_updated(uri)

@@ -3,30 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from pathlib import Path
-from typing import Any
 
 import pytest
 from mcp import Client
-from mcp.server import MCPServer
 
-from klink_mcp.config import Settings, load_settings
-from klink_mcp.sandbox import SandboxTenant, SandboxTransport
-from klink_mcp.server import build_server
-
-FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
-MODES = ["legacy", "auto"]
-
-
-def make_settings(**overrides: Any) -> Settings:
-    """Settings isolated from the developer's environment (no token: sandbox)."""
-    overrides.setdefault("events_db", ":memory:")
-    return load_settings(env={}, **overrides)
-
-
-def make_server(tenant: SandboxTenant, **overrides: Any) -> MCPServer[Any]:
-    settings = make_settings(**overrides)
-    return build_server(settings, transport=SandboxTransport(tenant, token="sandbox-token"))
+from klink_mcp.sandbox import SandboxTenant
+from tests.helpers.server import MODES, make_server
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from mcp.types import ToolListChangedNotification
 
 from klink_mcp.forms import KNOWN_TYPES, compile_form_schema
 from klink_mcp.sandbox import SandboxTenant
-from tests.server.conftest import FIXTURES, make_server
+from tests.helpers.server import FIXTURES, make_server
 
 pytestmark = pytest.mark.anyio
 

@@ -14,7 +14,7 @@ from mcp import Client
 from mcp.client import ClientRequestContext
 
 from klink_mcp.sandbox import SandboxTenant
-from tests.server.conftest import make_server
+from tests.helpers.server import make_server
 
 pytestmark = pytest.mark.anyio
 ERAS = pytest.mark.parametrize("era", ["legacy", "auto"])

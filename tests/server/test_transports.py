@@ -17,7 +17,7 @@ from mcp.client.streamable_http import streamable_http_client
 
 from klink_mcp.http_app import build_http_app
 from klink_mcp.sandbox import SandboxTenant
-from tests.server.conftest import make_server, make_settings
+from tests.helpers.server import make_server, make_settings
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
