@@ -18,7 +18,7 @@ from klink_mcp.tools.params import ConfirmationToken, ContactId
 from klink_mcp.tools.results import WriteOutcome
 from klink_mcp.tools.spec import FINDS_CONTACTS, ToolSpec
 from klink_mcp.tools.state import ServerState
-from klink_mcp.tools.views import SentMessageView, raw_dict
+from klink_mcp.tools.views import SentMessageView
 
 MESSAGE_MAX = 4000
 
@@ -53,10 +53,8 @@ async def send_message(
     args = {"contact_id": contact_id, "message": text, "message_type": message_type}
 
     async def execute() -> SentMessageView:
-        sent = raw_dict(
-            await state.client.send_message(contact_id=contact_id, message=text, message_type=message_type)
-        )
-        return SentMessageView(id=sent.get("id"), contact_id=contact_id, created_at=sent.get("createdAt"))
+        sent = await state.client.send_message(contact_id=contact_id, message=text, message_type=message_type)
+        return SentMessageView(id=sent.id, contact_id=contact_id, created_at=sent.created_at)
 
     ran = await run_guarded(
         state,

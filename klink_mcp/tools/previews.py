@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from klink_mcp.guard.preview import Preview, PreviewTarget, mask_email, mask_phone, quote
-from klink_mcp.tools.views import contact_detail, raw_dict
+from klink_mcp.tools.views import ContactDetail, contact_detail
 
 if TYPE_CHECKING:
     from klink_mcp.tools.state import ServerState
@@ -22,7 +22,9 @@ def _who(target: PreviewTarget, contact_id: str) -> str:
     return quote(target.name) if target.name else contact_id
 
 
-async def _contact_target(state: ServerState, contact_id: str) -> tuple[PreviewTarget, str | None, Any]:
+async def _contact_target(
+    state: ServerState, contact_id: str
+) -> tuple[PreviewTarget, str | None, ContactDetail]:
     contact = await state.client.get_contact(contact_id)
     view = contact_detail(contact)
     target = PreviewTarget(
@@ -32,13 +34,13 @@ async def _contact_target(state: ServerState, contact_id: str) -> tuple[PreviewT
         masked_email=mask_email(view.email) if view.email else None,
         masked_phone=mask_phone(view.phone) if view.phone else None,
     )
-    return target, raw_dict(contact).get("updatedAt"), view
+    return target, contact.updated_at, view
 
 
 async def delete_contact(state: ServerState, contact_id: str) -> Preview:
     target, version, _ = await _contact_target(state, contact_id)
     page = await state.client.list_contact_tickets(contact_id, page=1, page_size=100)
-    open_count = sum(1 for t in page.items if str(raw_dict(t).get("status", "")).lower() in OPEN_STATUSES)
+    open_count = sum(1 for t in page.items if (t.status or "").lower() in OPEN_STATUSES)
     details: dict[str, str | int] = {"open_tickets": open_count}
     if page.has_more:
         details["note"] = "open-ticket count covers the 100 most recent tickets"

@@ -13,6 +13,7 @@ from typing import Any, Generic, Literal, TypeVar
 from mcp.types import CallToolResult, TextContent
 from pydantic import BaseModel, Field
 
+from klink_mcp.api.models import FormField, Page
 from klink_mcp.guard.preview import Preview
 from klink_mcp.tools.views import CompactModel, FormFieldView, form_field_view
 
@@ -34,7 +35,7 @@ class ListResult(CompactModel, Generic[T]):
         return cls(items=items, page=1, page_size=max(len(items), 1), total=len(items), has_more=False)
 
     @classmethod
-    def from_page(cls, page: Any, items: list[T], page_size: int) -> ListResult[T]:
+    def from_page(cls, page: Page[Any], items: list[T], page_size: int) -> ListResult[T]:
         """Views of one upstream `Page`, keeping its paging facts."""
         return cls(items=items, page=page.page, page_size=page_size, total=page.total, has_more=page.has_more)
 
@@ -67,9 +68,9 @@ def compact_result(model: BaseModel) -> CallToolResult:
     return CallToolResult(content=[TextContent(type="text", text=text)], structured_content=json.loads(text))
 
 
-def form_field_list(fields: list[Any], *, custom_only: bool) -> ListResult[FormFieldView]:
+def form_field_list(fields: list[FormField], *, custom_only: bool) -> ListResult[FormFieldView]:
     """A form's field definitions as views (archived ones left out)."""
-    views = [form_field_view(f) for f in fields if not getattr(f, "is_archived", False)]
+    views = [form_field_view(f) for f in fields if not f.is_archived]
     if custom_only:
         views = [v for v in views if v.custom]
     return ListResult[FormFieldView].whole(views)

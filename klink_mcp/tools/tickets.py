@@ -17,6 +17,7 @@ from mcp.types import InputRequiredResult
 from pydantic import Field
 
 from klink_mcp.api.errors import ErrorCode
+from klink_mcp.api.models import Ticket
 from klink_mcp.content import UNTRUSTED_NOTE
 from klink_mcp.forms import FormSchema
 from klink_mcp.guard.policy import Risk, ToolPolicy
@@ -57,7 +58,7 @@ async def find_ticket_by_number(
     state: ServerState,
     number: int,
     progress: Callable[[int, int], Awaitable[None]] | None = None,
-) -> Any | None:
+) -> Ticket | None:
     """The ticket with this number, from the listing (K-LINK has no single-ticket endpoint).
 
     Asks with the (inferred) `ticketNumber` filter first; if the tenant ignores it, scans the listing

@@ -1,18 +1,34 @@
 """Compact views: what a model reads instead of raw K-LINK payloads.
 
-Each `*_view` takes a wire model (or dict) and returns a small typed model: heavy fields are trimmed,
-customer-written text is sanitized (short fields) or sanitized and fenced (free text), and nested
-objects collapse to the few keys an assistant needs. Views read the contract's camelCase keys from
-`model_dump(by_alias=True)`, so they do not depend on the wire models' attribute names.
+Each `*_view` takes a typed wire model from `klink_mcp.api.models` and returns a small typed model:
+heavy fields are trimmed, customer-written text is sanitized (short fields) or sanitized and fenced
+(free text), and nested objects collapse to the few keys an assistant needs. Views read the wire
+models' attributes, so a renamed wire field is a type error here; keys K-LINK sends that the models
+do not declare are read from `model_extra` by their wire name.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 from pydantic import BaseModel, Field, SerializerFunctionWrapHandler, model_serializer
 
+from klink_mcp.api.models import (
+    Category,
+    Channel,
+    Company,
+    Contact,
+    ContactEmail,
+    ContactGroup,
+    ContactPhone,
+    CxLog,
+    FormField,
+    Tag,
+    TagRef,
+    Ticket,
+    UserRef,
+    WireModel,
+)
 from klink_mcp.content import fence, sanitize_text
 
 NAME_MAX = 120
@@ -37,15 +53,6 @@ class CompactModel(BaseModel):
         }
 
 
-def raw_dict(obj: Any) -> dict[str, Any]:
-    """The wire payload as a dict with the contract's (camelCase) keys."""
-    if isinstance(obj, BaseModel):
-        return obj.model_dump(by_alias=True, mode="json")
-    if isinstance(obj, Mapping):
-        return dict(obj)
-    return {}
-
-
 def _s(value: Any, max_len: int = NAME_MAX) -> str | None:
     if value is None or value == "":
         return None
@@ -58,29 +65,33 @@ def _fenced(value: Any, label: str, max_len: int = TEXT_MAX) -> str | None:
     return fence(str(value), label=label, max_len=max_len)
 
 
-def _primary(items: Any, key: str) -> str | None:
-    if not isinstance(items, list) or not items:
+def _extra(model: WireModel, wire_key: str) -> Any:
+    """A key K-LINK sent that the wire model does not declare (kept by `extra="allow"`)."""
+    return (model.model_extra or {}).get(wire_key)
+
+
+def _primary_email(items: list[ContactEmail]) -> str | None:
+    if not items:
         return None
-    chosen = next((i for i in items if isinstance(i, Mapping) and i.get("isPrimary")), items[0])
-    return _s(chosen.get(key)) if isinstance(chosen, Mapping) else None
+    return _s(next((i for i in items if i.is_primary), items[0]).email)
 
 
-def _names(items: Any) -> list[str]:
+def _primary_phone(items: list[ContactPhone]) -> str | None:
+    if not items:
+        return None
+    return _s(next((i for i in items if i.is_primary), items[0]).phone)
+
+
+def _names(tags: list[TagRef]) -> list[str]:
     out: list[str] = []
-    if isinstance(items, list):
-        for item in items:
-            if isinstance(item, Mapping):
-                name = _s(item.get("name") or item.get("value"), 60)
-                if name:
-                    out.append(name)
-            elif isinstance(item, str):
-                out.append(sanitize_text(item, max_len=60))
+    for tag in tags:
+        name = _s(tag.name or _extra(tag, "value"), 60)
+        if name:
+            out.append(name)
     return out
 
 
-def _custom_fields(value: Any) -> dict[str, Any]:
-    if not isinstance(value, Mapping):
-        return {}
+def _custom_fields(value: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for k, v in value.items():
         if v is None or v == "" or v == []:
@@ -89,10 +100,12 @@ def _custom_fields(value: Any) -> dict[str, Any]:
     return out
 
 
-def _nested_name(value: Any) -> str | None:
-    if isinstance(value, Mapping):
-        return _s(value.get("name") or value.get("fullName") or value.get("email"))
-    return None
+def _ref_name(ref: Company | UserRef | Contact | None) -> str | None:
+    """The display name of an embedded company, agent or contact."""
+    if ref is None:
+        return None
+    email = ref.email if isinstance(ref, UserRef) else _extra(ref, "email")
+    return _s(ref.name or _extra(ref, "fullName") or email)
 
 
 # --- contacts -------------------------------------------------------------------------------------
@@ -130,53 +143,43 @@ class ContactDetail(ContactSummary):
     created_at: str | None = None
 
 
-def contact_summary(obj: Any) -> ContactSummary:
-    r = raw_dict(obj)
-    return ContactSummary(**_contact_common(r))
+def contact_summary(contact: Contact) -> ContactSummary:
+    return ContactSummary(**_contact_common(contact))
 
 
-def _contact_common(r: Mapping[str, Any]) -> dict[str, Any]:
-    company = r.get("company")
+def _contact_common(c: Contact) -> dict[str, Any]:
     return {
-        "id": str(r.get("id", "")),
-        "name": _s(r.get("name")),
-        "channel": _s(r.get("channel"), 40),
-        "email": _primary(r.get("contactEmails"), "email"),
-        "phone": _primary(r.get("contactPhones"), "phone"),
-        "company": _nested_name(company) if company else None,
-        "tags": _names(r.get("tags")),
-        "updated_at": r.get("updatedAt"),
+        "id": c.id,
+        "name": _s(c.name),
+        "channel": _s(c.channel, 40),
+        "email": _primary_email(c.contact_emails),
+        "phone": _primary_phone(c.contact_phones),
+        "company": _ref_name(c.company),
+        "tags": _names(c.tags),
+        "updated_at": c.updated_at,
     }
 
 
-def contact_detail(obj: Any) -> ContactDetail:
-    r = raw_dict(obj)
-    cid = str(r.get("id", ""))
-    emails = [
-        e for e in (_s(i.get("email")) for i in r.get("contactEmails") or [] if isinstance(i, Mapping)) if e
-    ]
-    phones = [
-        p for p in (_s(i.get("phone")) for i in r.get("contactPhones") or [] if isinstance(i, Mapping)) if p
-    ]
+def contact_detail(contact: Contact) -> ContactDetail:
+    c = contact
     profiles = [
         SocialProfile(
-            type=_s(p.get("type"), 40),
-            social_platform_id=_s(p.get("socialPlatformId"), 120),
-            channel_id=_s(p.get("channelId"), 60),
+            type=_s(p.type, 40),
+            social_platform_id=_s(p.social_platform_id, 120),
+            channel_id=_s(p.channel_id, 60),
         )
-        for p in r.get("platformContacts") or []
-        if isinstance(p, Mapping)
+        for p in c.platform_contacts
     ]
     return ContactDetail(
-        **_contact_common(r),
-        emails=emails,
-        phones=phones,
-        address=_s(r.get("address"), 300),
-        notes=_fenced(r.get("notes"), f"contact {cid} notes"),
-        contact_number=_s(r.get("contactNumber"), 60),
+        **_contact_common(c),
+        emails=[e for e in (_s(i.email) for i in c.contact_emails) if e],
+        phones=[p for p in (_s(i.phone) for i in c.contact_phones) if p],
+        address=_s(c.address, 300),
+        notes=_fenced(c.notes, f"contact {c.id} notes"),
+        contact_number=_s(c.contact_number, 60),
         social_profiles=profiles,
-        custom_fields=_custom_fields(r.get("customFields")),
-        created_at=r.get("createdAt"),
+        custom_fields=_custom_fields(c.custom_fields),
+        created_at=c.created_at,
     )
 
 
@@ -209,43 +212,40 @@ class TicketDetail(TicketSummary):
     created_at: str | None = None
 
 
-def _ticket_common(r: Mapping[str, Any]) -> dict[str, Any]:
-    number = r.get("ticketNumber")
-    contact = r.get("contact")
+def _ticket_common(t: Ticket) -> dict[str, Any]:
     return {
-        "id": str(r.get("id", "")),
-        "ticket_number": number if isinstance(number, int) else None,
-        "title": _s(r.get("title"), TITLE_MAX),
-        "status": _s(r.get("status"), 40),
-        "priority": _s(r.get("priority"), 40),
-        "channel": _s(r.get("channel"), 40),
-        "contact_id": r.get("contactId") or (contact.get("id") if isinstance(contact, Mapping) else None),
-        "contact_name": _nested_name(contact),
-        "assignee": _nested_name(r.get("assignee")),
-        "updated_at": r.get("updatedAt"),
+        "id": t.id,
+        "ticket_number": t.ticket_number,
+        "title": _s(t.title, TITLE_MAX),
+        "status": _s(t.status, 40),
+        "priority": _s(t.priority, 40),
+        "channel": _s(t.channel, 40),
+        "contact_id": t.contact_id or (t.contact.id if t.contact is not None else None),
+        "contact_name": _ref_name(t.contact),
+        "assignee": _ref_name(t.assignee),
+        "updated_at": t.updated_at,
     }
 
 
-def ticket_summary(obj: Any) -> TicketSummary:
-    return TicketSummary(**_ticket_common(raw_dict(obj)))
+def ticket_summary(ticket: Ticket) -> TicketSummary:
+    return TicketSummary(**_ticket_common(ticket))
 
 
-def ticket_row(obj: Any) -> TicketDetail:
+def ticket_row(ticket: Ticket) -> TicketDetail:
     """A ticket in a list without its heavy fields (typed as TicketDetail so lists have one item type)."""
-    return TicketDetail(**_ticket_common(raw_dict(obj)))
+    return TicketDetail(**_ticket_common(ticket))
 
 
-def ticket_detail(obj: Any) -> TicketDetail:
-    r = raw_dict(obj)
-    label = f"ticket #{r.get('ticketNumber', r.get('id'))} description"
+def ticket_detail(ticket: Ticket) -> TicketDetail:
+    t = ticket
     return TicketDetail(
-        **_ticket_common(r),
-        description=_fenced(r.get("description"), label),
-        type=_s(r.get("type") or r.get("ticketType"), 60),
-        tags=_names(r.get("tags")),
-        custom_fields=_custom_fields(r.get("customFields")),
-        creator=_nested_name(r.get("creator")),
-        created_at=r.get("createdAt"),
+        **_ticket_common(t),
+        description=_fenced(t.description, f"ticket #{t.ticket_number} description"),
+        type=_s(t.type or t.ticket_type, 60),
+        tags=_names(t.tags),
+        custom_fields=_custom_fields(t.custom_fields),
+        creator=_ref_name(t.creator),
+        created_at=t.created_at,
     )
 
 
@@ -269,23 +269,21 @@ class GroupView(CompactModel):
     contact_count: int | None = None
 
 
-def tag_view(obj: Any) -> TagView:
-    r = raw_dict(obj)
-    return TagView(id=str(r.get("id", "")), name=_s(r.get("name"), 60))
+def tag_view(tag: Tag) -> TagView:
+    return TagView(id=tag.id, name=_s(tag.name, 60))
 
 
-def channel_view(obj: Any) -> ChannelView:
-    r = raw_dict(obj)
-    return ChannelView(id=str(r.get("id", "")), name=_s(r.get("name"), 80), type=_s(r.get("type"), 40))
+def channel_view(channel: Channel) -> ChannelView:
+    return ChannelView(id=channel.id, name=_s(channel.name, 80), type=_s(channel.type, 40))
 
 
-def group_view(obj: Any) -> GroupView:
-    r = raw_dict(obj)
-    count = r.get("contactCount", r.get("count"))
+def group_view(group: ContactGroup) -> GroupView:
+    # Not in the documented payload: K-LINK may send a member count under either name.
+    count = _extra(group, "contactCount")
+    if count is None and "contactCount" not in (group.model_extra or {}):
+        count = _extra(group, "count")
     return GroupView(
-        id=str(r.get("id", "")),
-        name=_s(r.get("name"), 80),
-        contact_count=count if isinstance(count, int) else None,
+        id=group.id, name=_s(group.name, 80), contact_count=count if isinstance(count, int) else None
     )
 
 
@@ -297,13 +295,11 @@ class CategoryNode(CompactModel):
     children: list[CategoryNode] = Field(default_factory=list)
 
 
-def category_node(obj: Any) -> CategoryNode:
-    r = raw_dict(obj)
-    kids = r.get("childCategoryList") or []
+def category_node(category: Category) -> CategoryNode:
     return CategoryNode(
-        id=str(r.get("id", "")),
-        value=_s(r.get("value"), 120),
-        children=[category_node(k) for k in kids if isinstance(k, Mapping)],
+        id=category.id,
+        value=_s(category.value, 120),
+        children=[category_node(k) for k in category.child_category_list],
     )
 
 
@@ -326,28 +322,22 @@ class CxLogView(CompactModel):
     disposition: str | None = None
 
 
-def _num(value: Any) -> float | None:
-    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
-
-
-def cx_log_view(obj: Any) -> CxLogView:
-    r = raw_dict(obj)
-    case = r.get("caseId")
+def cx_log_view(log: CxLog) -> CxLogView:
     return CxLogView(
-        id=str(r.get("id", "")),
-        case_id=str(case) if case is not None else None,
-        contact_id=r.get("contactId"),
-        contact_name=_nested_name(r.get("contact")),
-        channel=_s(r.get("channel") or r.get("channelType"), 40),
-        direction=_s(r.get("direction"), 20),
-        queue=_s(r.get("queueName"), 80),
-        started_at=r.get("startedDate"),
-        closed_at=r.get("closedAt"),
-        first_response_time_s=_num(r.get("firstResponseTime")),
-        resolution_time_s=_num(r.get("resolutionTime")),
-        handled_time_s=_num(r.get("handledTime")),
-        sla_status=_s(r.get("slaStatus"), 40),
-        disposition=_s(r.get("disposition"), 80),
+        id=log.id,
+        case_id=log.case_id,
+        contact_id=log.contact_id,
+        contact_name=_ref_name(log.contact),
+        channel=_s(log.channel or log.channel_type, 40),
+        direction=_s(log.direction, 20),
+        queue=_s(log.queue_name, 80),
+        started_at=log.started_date,
+        closed_at=log.closed_at,
+        first_response_time_s=log.first_response_time,
+        resolution_time_s=log.resolution_time,
+        handled_time_s=log.handled_time,
+        sla_status=_s(log.sla_status, 40),
+        disposition=_s(log.disposition, 80),
     )
 
 
@@ -362,16 +352,14 @@ class FormFieldView(CompactModel):
     options: list[str] | None = Field(default=None, description="Allowed values for select/multiselect.")
 
 
-def form_field_view(obj: Any) -> FormFieldView:
-    r = raw_dict(obj)
-    options = r.get("options") or []
-    values = [str(o.get("value")) for o in options if isinstance(o, Mapping) and o.get("value") is not None]
+def form_field_view(field: FormField) -> FormFieldView:
+    values = [str(o.value) for o in field.options if o.value is not None]
     return FormFieldView(
-        system_name=str(r.get("system_name", "")),
-        display_name=_s(r.get("display_name"), 120),
-        type=str(r.get("type") or "text"),
-        required=bool(r.get("is_required")),
-        custom=not bool(r.get("is_default")),
+        system_name=field.system_name or "",
+        display_name=_s(field.display_name, 120),
+        type=field.type or "text",
+        required=field.is_required,
+        custom=not field.is_default,
         options=values or None,
     )
 
