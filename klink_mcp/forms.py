@@ -11,8 +11,10 @@ request. Select options become enums (up to `option_cap`; longer lists are descr
 checked here with a "did you mean" error), dates get `format: date`, numbers are numbers, checkboxes
 booleans, and an unknown field type degrades to a string whose description names the type.
 
-This module knows nothing about MCP or HTTP: it takes definitions (wire models or dicts) and returns
-types, and it must never raise on odd definitions (an unusable field is skipped and reported).
+This module knows nothing about MCP or HTTP: it reads the K-LINK wire model of a field definition
+(`klink_mcp.api.models.FormField`) directly - plain mappings, such as the built-in fallback forms, are
+parsed into it - and returns types. It must never raise on odd definitions (an unusable field is
+skipped and reported).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from typing import Annotated, Any, ClassVar, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, create_model
 
 from klink_mcp.api.errors import ErrorCode
+from klink_mcp.api.models import FormField
 
 logger = logging.getLogger("klink_mcp.forms")
 
@@ -62,28 +65,6 @@ _URL_PATTERN = r"^https?://\S+$"
 # Built-in fields whose wire key differs from the definition's system_name (contract: create/update
 # contact bodies carry `emails` and `phones` lists).
 _LIST_BUILTINS = {"email": "emails", "emails": "emails", "phone": "phones", "phones": "phones"}
-
-
-class FormOption(BaseModel):
-    """One option of a select/multiselect definition."""
-
-    model_config = ConfigDict(extra="ignore")
-    value: str
-    label: str | None = None
-
-
-class FieldDefinition(BaseModel):
-    """A form-field definition as K-LINK sends it (snake_case), tolerant of extra or missing keys."""
-
-    model_config = ConfigDict(extra="ignore")
-
-    system_name: str
-    display_name: str | None = None
-    type: str = "text"
-    is_default: bool = False
-    is_archived: bool = False
-    is_required: bool = False
-    options: list[FormOption] = Field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -315,33 +296,50 @@ def _param_name(system_name: str) -> str | None:
     return name
 
 
-def _as_definition(raw: Any) -> FieldDefinition | None:
-    if isinstance(raw, FieldDefinition):
+def _as_definition(raw: Any) -> FormField | None:
+    """The wire model of one definition: as the K-LINK client parsed it, or parsed from a mapping.
+
+    Mappings are the built-in fallback forms and hand-written definitions: they carry no record id, so
+    a local one is supplied (the id never reaches the compiled schema).
+    """
+    if isinstance(raw, FormField):
         return raw
-    data = raw.model_dump() if isinstance(raw, BaseModel) else raw
-    if not isinstance(data, Mapping):
+    if not isinstance(raw, Mapping):
         return None
     try:
-        return FieldDefinition.model_validate(data)
+        return FormField.model_validate({"id": f"local:{raw.get('system_name')}", **raw})
     except ValueError:
         return None
 
 
-def definitions_digest(definitions: Iterable[Any]) -> str:
+def _digest_view(d: FormField) -> dict[str, Any]:
+    # Only what the compiled schema depends on: a new record id or `is_unique` flag is no change.
+    return {
+        "system_name": d.system_name,
+        "display_name": d.display_name,
+        "type": d.type or "text",
+        "is_default": d.is_default,
+        "is_archived": d.is_archived,
+        "is_required": d.is_required,
+        "options": [{"value": o.value, "label": o.label} for o in d.options if o.value is not None],
+    }
+
+
+def definitions_digest(definitions: Iterable[FormField | Mapping[str, Any]]) -> str:
     """A stable digest of the definitions that matter to the compiled schema (order-insensitive)."""
     normalized = []
     for raw in definitions:
         d = _as_definition(raw)
-        if d is not None:
-            normalized.append(d.model_dump(mode="json"))
-    normalized.sort(key=lambda d: d["system_name"])
+        if d is not None and d.system_name:
+            normalized.append(_digest_view(d))
+    normalized.sort(key=lambda d: str(d["system_name"]))
     blob = json.dumps(normalized, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 def compile_form_schema(
     kind: FormKind,
-    definitions: Iterable[Any],
+    definitions: Iterable[FormField | Mapping[str, Any]],
     *,
     option_cap: int = DEFAULT_OPTION_CAP,
     reserved: Iterable[str] = (),
@@ -365,7 +363,7 @@ def compile_form_schema(
             continue
         if d.is_archived:
             continue
-        sys_name = d.system_name.strip()
+        sys_name = (d.system_name or "").strip()
         if not sys_name or sys_name in seen:
             skipped.append(f"{sys_name or '<empty>'}: empty or duplicate system_name")
             continue
