@@ -162,3 +162,25 @@ async def test_the_server_runs_on_stream_pairs_made_by_the_adapter() -> None:
         assert getattr(answer.message, "id", None) == 1
         assert "result" in answer.message.model_dump()
         tg.cancel_scope.cancel()
+
+
+def test_no_module_but_the_adapter_reaches_into_private_sdk_parts() -> None:
+    import re
+    from pathlib import Path
+
+    import klink_mcp
+
+    private = re.compile(
+        r"\._tool_manager\b|\._lowlevel_server\b|[\"'.]_connection\b|mcp\.shared\._context_streams"
+        r"|\bfn_metadata\b|[\"'.]_subscriptions\b"
+    )
+    package = Path(klink_mcp.__file__).parent
+    offenders = [
+        f"{path.relative_to(package)}:{n}"
+        for path in sorted(package.rglob("*.py"))
+        if path.name != "sdk_adapter.py"
+        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+        if private.search(line)
+    ]
+    assert offenders == []
+    assert private.search((package / "sdk_adapter.py").read_text(encoding="utf-8"))  # the pattern does match

@@ -103,3 +103,23 @@ def test_a_rate_limit_carries_its_wait_and_an_input_error_its_field() -> None:
 def test_an_unanticipated_exception_is_not_translated() -> None:
     with pytest.raises(KeyError):
         translate_error(KeyError("bug"), {})
+
+
+def test_every_code_the_guard_refuses_with_is_in_the_one_enum() -> None:
+    # The guard is reworked elsewhere: a new refusal code must be added to ErrorCode, or tool errors
+    # would fail to translate it. Read the codes from the guard's source.
+    import ast
+    import inspect
+
+    from klink_mcp.guard import confirm
+
+    codes = {
+        node.args[0].value
+        for node in ast.walk(ast.parse(inspect.getsource(confirm)))
+        if isinstance(node, ast.Call)
+        and getattr(node.func, "id", None) == "GuardRefusal"
+        and node.args
+        and isinstance(node.args[0], ast.Constant)
+    }
+    assert codes, "no GuardRefusal(...) call found: the check would prove nothing"
+    assert codes <= {code.value for code in ErrorCode}
