@@ -1,6 +1,6 @@
 """The sandbox K-LINK tenant: in-memory state, the request core and the webhook-style listener hook.
 
-`SandboxTenant` is the one implementation of the contract in `/work/shared/klink-api.md`; the
+`SandboxTenant` is the one implementation of the contract in `docs/klink-api.md`; the
 in-process transport, the ASGI app and the loopback server are thin frontends over
 `SandboxTenant.handle` (plus fault injection, see `faults.py` and `exchange.py`).
 
