@@ -37,6 +37,7 @@ from __future__ import annotations
 import difflib
 import ipaddress
 import os
+import re
 import tomllib
 import types
 import typing
@@ -232,6 +233,21 @@ class Settings(BaseModel):
     def _not_empty(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None and not value.get_secret_value().strip():
             raise ValueError("is empty; leave it unset to use the embedded sandbox")
+        return value
+
+    @field_validator("api_token", "sandbox_token")
+    @classmethod
+    def _header_safe(cls, value: SecretStr | None) -> SecretStr | None:
+        # Checked here because the HTTP stack's own error would quote the header, token and all.
+        if value is not None and not all(33 <= ord(ch) < 127 for ch in value.get_secret_value()):
+            raise ValueError("contains spaces or characters an HTTP header cannot carry")
+        return value
+
+    @field_validator("webhook_header_name")
+    @classmethod
+    def _header_name(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+", value):
+            raise ValueError("is not an HTTP header name (letters, digits and -, e.g. X-Klink-Token)")
         return value
 
     @field_validator("basic_user")
