@@ -193,9 +193,7 @@ def _short(exc: api_errors.KlinkError) -> str:
 
 def _finish(failures: int) -> int:
     _write(
-        "all checks passed; all read endpoints answered"
-        if not failures
-        else f"{failures} problem(s); see FAIL lines"
+        "all checks passed; all read endpoints answered" if not failures else f"{failures} problem(s) found"
     )
     return 0 if not failures else 1
 

@@ -45,7 +45,7 @@ def _unwritable(tmp_path: Path) -> Path:
 
 
 def _run(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(  # noqa: S603 - our own console entry point
+    return subprocess.run(
         [sys.executable, "-m", "klink_mcp", *args],
         env=env,
         capture_output=True,

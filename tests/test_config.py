@@ -175,7 +175,7 @@ def test_an_unknown_toolset_is_refused_with_the_near_miss_and_the_valid_names() 
 
 
 def test_an_empty_toolset_list_is_refused_not_silently_zero_tools(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="toolsets.*empty"):
+    with pytest.raises(ConfigError, match=r"toolsets.*empty"):
         load_settings(env={}, config_file=_write_toml(tmp_path, "toolsets = []\n"))
 
 
@@ -239,7 +239,7 @@ def test_credentials_over_plain_http_to_a_remote_host_are_refused_unless_allowed
     creds: dict[str, str],
 ) -> None:
     remote = {**creds, "KLINK_BASE_URL": "http://gw.example.com"}
-    with pytest.raises(ConfigError, match="plain http:// to gw.example.com.*KLINK_ALLOW_INSECURE_HTTP"):
+    with pytest.raises(ConfigError, match=r"plain http:// to gw\.example\.com.*KLINK_ALLOW_INSECURE_HTTP"):
         load_settings(env=remote)
     assert load_settings(env={**remote, "KLINK_ALLOW_INSECURE_HTTP": "1"}).allow_insecure_http
     for loopback in ("http://127.0.0.1:8765", "http://localhost:8765", "http://[::1]:8765"):
