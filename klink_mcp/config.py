@@ -250,7 +250,7 @@ class Settings(BaseModel):
             raise ValueError("is not an HTTP header name (letters, digits and -, e.g. X-Klink-Token)")
         return value
 
-    @field_validator("basic_user")
+    @field_validator("basic_user", "webhook_basic_user")
     @classmethod
     def _basic_user(cls, value: str | None) -> str | None:
         if value is not None and (not value.strip() or ":" in value):

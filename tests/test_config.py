@@ -3,6 +3,7 @@ and one clear line for every bad value (never a traceback, never a quoted secret
 
 from __future__ import annotations
 
+import os
 import typing
 from pathlib import Path
 from typing import Any
@@ -276,39 +277,77 @@ def _bad_env_value(field: str) -> str | None:
         "toolsets": "ticket",
         "base_url": "ftp://gw.example.com",
         "basic_user": "a:b",
+        "confirm_tools": "no_such_tool",
+        "webhook_basic_user": "a:b",
         "api_token": "has space",
         "sandbox_token": "has space",
-        "guard_secret": "short",
-        "webhook_secret": "short",
-        "webhook_header_value": "short",
-        "http_auth_token": "short",
+        "guard_secret": "s3cr3t-tiny",
+        "webhook_secret": "s3cr3t-tiny",
+        "webhook_header_value": "s3cr3t-tiny",
+        "http_auth_token": "s3cr3t-tiny",
         "webhook_header_name": "Not A Header",
         "sandbox_fixture": "/nope.json",
     }.get(field)
 
 
+@pytest.fixture
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    for key in list(os.environ):
+        if key.startswith("KLINK_") and key != "KLINK_REQUIRE_REAL_SERVICES":
+            monkeypatch.delenv(key)
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+
+
+def _main_fails_with_one_line(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
+    from klink_mcp.cli import main
+
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in captured.err, captured.err
+    assert captured.out == ""
+    return lines[0].removeprefix("klink-mcp: ")
+
+
 @pytest.mark.parametrize("field", FIELDS)
+@pytest.mark.usefixtures("clean_env")
 def test_a_wrongly_typed_value_of_every_setting_is_one_line_naming_its_toml_key(
-    field: str, tmp_path: Path
+    field: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     key = toml_key(field)
-    with pytest.raises(ConfigError) as exc:
-        load_settings(env={}, config_file=_write_toml(tmp_path, f"{key} = {{ nested = 1 }}\n"))
-    line = _one_line(exc)
+    toml = _write_toml(tmp_path, f"{key} = {{ nested = 1 }}\n")
+    line = _main_fails_with_one_line(["serve", "--config", str(toml)], capsys)
     assert line.startswith(f"{key} in klink.toml"), line
 
 
-@pytest.mark.parametrize("field", [f for f in FIELDS if _bad_env_value(f) is not None])
-def test_a_bad_environment_value_of_every_setting_is_one_line_naming_its_variable(field: str) -> None:
-    env_key = env_name(field)
+# Any non-empty string is a valid password: its bad values are the wrongly typed ones (TOML test above).
+ANY_STRING_IS_VALID = {"webhook_basic_password"}
+
+
+@pytest.mark.parametrize("field", [f for f in FIELDS if f not in ANY_STRING_IS_VALID])
+@pytest.mark.usefixtures("clean_env")
+def test_a_bad_environment_value_of_every_setting_is_one_line_naming_its_variable(
+    field: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     bad = _bad_env_value(field)
-    assert bad is not None
-    with pytest.raises(ConfigError) as exc:
-        load_settings(env={env_key: bad})
-    line = _one_line(exc)
-    assert line.startswith(env_key), line
+    env = {env_name(field): bad} if bad is not None else _bad_env_combination(field, tmp_path)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    line = _main_fails_with_one_line(["serve"], capsys)
+    assert env_name(field) in line, line
     if is_secret(field):
-        assert bad not in line.split(":", 1)[0]  # the secret itself is never quoted
+        assert all(value not in line for value in env.values() if len(value) > 3)  # never quoted
+
+
+def _bad_env_combination(field: str, tmp_path: Path) -> dict[str, str]:
+    """For settings any string suits: the way they can still be wrong (a path, a missing partner)."""
+    folder = tmp_path / "a-folder"
+    folder.mkdir(exist_ok=True)
+    return {
+        "basic_password": {"KLINK_BASIC_PASSWORD": "pw-canary-1187"},  # without KLINK_BASIC_USER
+        "audit_log": {"KLINK_AUDIT_LOG": str(folder)},  # a directory
+        "events_db": {"KLINK_EVENTS_DB": str(folder)},
+    }[field]
 
 
 def test_secrets_never_appear_in_reprs_or_the_effective_settings() -> None:
