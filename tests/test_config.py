@@ -30,7 +30,9 @@ README = Path(__file__).resolve().parent.parent / "README.md"
 LONG = "x" * MIN_SECRET_BYTES
 FIELDS = list(_ENV_KEYS.values())
 
-# A good value per setting, as TOML text and as the value the model then holds.
+PATHS = {"sandbox_fixture", "audit_log", "events_db"}  # covered with real files below
+
+# A good value per setting, as TOML text and the value the model then holds (others: their default).
 GOOD: dict[str, tuple[str, Any]] = {
     "api_token": ('"tok-123"', SecretStr("tok-123")),
     "basic_user": ('"agent"', "agent"),
@@ -103,9 +105,9 @@ def test_every_setting_has_a_variable_a_description_and_a_row() -> None:
         assert row.rstrip(" |").endswith("Secret.") == is_secret(field)
 
 
-@pytest.mark.parametrize("field", sorted(GOOD))
+@pytest.mark.parametrize("field", sorted(set(FIELDS) - PATHS))
 def test_every_documented_toml_key_is_accepted(field: str, tmp_path: Path) -> None:
-    text, expected = GOOD[field]
+    text, expected = _good(field)
     lines = f"{toml_key(field)} = {text}\n"
     if field in COMPANIONS:
         other, value = COMPANIONS[field]
@@ -114,9 +116,9 @@ def test_every_documented_toml_key_is_accepted(field: str, tmp_path: Path) -> No
     assert getattr(settings, field) == expected
 
 
-@pytest.mark.parametrize("field", sorted(GOOD))
+@pytest.mark.parametrize("field", sorted(set(FIELDS) - PATHS))
 def test_every_variable_is_accepted_from_the_environment(field: str) -> None:
-    text, expected = GOOD[field]
+    text, expected = _good(field)
     env = {env_name(field): text.strip('"')}
     if field in COMPANIONS:
         other, value = COMPANIONS[field]
@@ -125,9 +127,24 @@ def test_every_variable_is_accepted_from_the_environment(field: str) -> None:
     assert getattr(settings, field) == expected
 
 
-def test_the_good_value_table_covers_every_plain_setting() -> None:
-    paths = {"sandbox_fixture", "audit_log", "events_db"}  # covered with real files below
-    assert set(GOOD) | paths == set(FIELDS)
+def _good(field: str) -> tuple[str, Any]:
+    """A good value: from GOOD, else the field's own (non-None) default written as TOML."""
+    if field in GOOD:
+        return GOOD[field]
+    default = Settings.model_fields[field].get_default(call_default_factory=True)
+    if isinstance(default, bool):
+        return ("true" if default else "false"), default
+    if isinstance(default, int | float):
+        return repr(default), default
+    if isinstance(default, str):
+        return f'"{default}"', default
+    pytest.fail(f"add a good value for the new setting {field!r} to GOOD in {__name__}")
+
+
+def test_every_plain_setting_has_a_good_value() -> None:
+    for field in FIELDS:
+        if field not in PATHS:
+            _good(field)
 
 
 def test_the_names_the_issue_found_refused_are_accepted_in_toml(tmp_path: Path) -> None:
@@ -347,7 +364,7 @@ def _bad_env_combination(field: str, tmp_path: Path) -> dict[str, str]:
         "basic_password": {"KLINK_BASIC_PASSWORD": "pw-canary-1187"},  # without KLINK_BASIC_USER
         "audit_log": {"KLINK_AUDIT_LOG": str(folder)},  # a directory
         "events_db": {"KLINK_EVENTS_DB": str(folder)},
-    }[field]
+    }.get(field) or pytest.fail(f"add a bad value for the new setting {field!r} to {__name__}")
 
 
 def test_secrets_never_appear_in_reprs_or_the_effective_settings() -> None:
