@@ -193,3 +193,17 @@ def test_doctor_reports_a_store_it_cannot_open(
 def test_doctor_over_the_cli_probes_the_embedded_sandbox(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["doctor"]) == 0
     _assert_every_read_answered(capsys.readouterr().out)
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("KLINK_TOOLSETS", "ticket"), ("KLINK_SCHEMA_TTL", "soon"), ("KLINK_SANDBOX_FIXTURE", "/nope.json")],
+)
+def test_doctor_refuses_a_bad_setting_with_one_line_instead_of_saying_all_is_well(
+    name: str, value: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv(name, value)
+    assert main(["doctor"]) == 2
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and name in lines[0] and captured.out == ""
