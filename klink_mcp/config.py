@@ -451,6 +451,18 @@ def _did_you_mean(value: str, choices: Iterable[str], *, cutoff: float = 0.6) ->
     return f"{hint}; valid: {', '.join(valid)}"
 
 
+def _normalise(field: str, value: Any) -> Any:
+    """Lists from comma-separated strings; enumerations in any letter case (`debug` -> `DEBUG`)."""
+    if _is_list_field(field):
+        return _split_list(value)
+    choices = _literal_values(field)
+    if choices and isinstance(value, str) and value not in choices:
+        folded = [c for c in choices if c.lower() == value.strip().lower()]
+        if len(folded) == 1:
+            return folded[0]
+    return value
+
+
 def _split_list(value: Any) -> Any:
     """Lists may be given as a comma-separated string, in TOML and in the environment alike."""
     if isinstance(value, str):
@@ -574,7 +586,7 @@ def load_settings(
                 raise ConfigError(
                     f"unknown key {key!r} in {name}{_did_you_mean(key, [*toml_keys, 'operations'])}"
                 )
-            data[field] = _split_list(value) if _is_list_field(field) else value
+            data[field] = _normalise(field, value)
             origin[field] = f"{key} in {name}"
 
     unknown = _unknown_env(env)
@@ -584,7 +596,7 @@ def load_settings(
         raw = env.get(env_key)
         if raw is None or not raw.strip():
             continue  # an empty variable means "not set", as in most shells' `VAR= cmd`
-        data[field] = _split_list(raw) if _is_list_field(field) else raw.strip()
+        data[field] = _normalise(field, raw.strip())
         origin[field] = env_key
 
     env_ops, bad_ops = _operations_from_env(env)
@@ -610,7 +622,7 @@ def load_settings(
             continue
         if key not in Settings.model_fields:
             raise ConfigError(f"unknown setting {key!r}{_did_you_mean(key, Settings.model_fields)}")
-        data[key] = _split_list(value) if _is_list_field(key) else value
+        data[key] = _normalise(key, value)
         origin[key] = f"--{key.replace('_', '-')}"
 
     try:

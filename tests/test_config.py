@@ -389,3 +389,10 @@ def test_operation_overrides_come_from_toml_and_the_environment(tmp_path: Path) 
     assert settings.operations["create_contact"].method == "PUT"
     with pytest.raises(ConfigError, match="KLINK_OP_CREATE_CONTACT_VERB: operation overrides are"):
         load_settings(env={"KLINK_OP_CREATE_CONTACT_VERB": "PUT"})
+
+
+def test_enumerations_take_any_letter_case(tmp_path: Path) -> None:
+    settings = load_settings(env={"KLINK_LOG_LEVEL": "debug", "KLINK_CONFIRM": "OFF"})
+    assert (settings.log_level, settings.confirm) == ("DEBUG", "off")
+    toml = _write_toml(tmp_path, 'webhook_auth = "Header"\n')
+    assert load_settings(env={}, config_file=toml).webhook_auth == "header"
