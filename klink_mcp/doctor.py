@@ -36,6 +36,7 @@ from klink_mcp.toolsets import TOOLSET_NAMES
 REACH_TIMEOUT_S = 2.0
 # Every other probe: one attempt each, run together, each bounded.
 PROBE_DEADLINE_S = 10.0
+PROBE_CONCURRENCY = 4  # together for speed, but not a burst a rate limiter would notice
 # An id no tenant has: the social-platform lookup must answer "no contact" for it.
 IMPOSSIBLE_ID = "klink-doctor-no-such-id-0000"
 IMPOSSIBLE_UUID = "00000000-0000-4000-8000-00000000d0c7"
@@ -167,6 +168,10 @@ async def run_doctor(settings: Settings, *, transport: httpx2.AsyncBaseTransport
                 f"and any proxy (probed once, {REACH_TIMEOUT_S:g} s)"
             )
             return _finish(failures + 1)
+        except (api_errors.ServerError, api_errors.RateLimited) as exc:
+            # K-LINK is there but failing or throttling: every other probe would say the same.
+            _write(f"FAIL  K-LINK answered the first probe with {_short(exc)}; try again later")
+            return _finish(failures + 1)
         except api_errors.KlinkAPIError as exc:
             hint = _base_url_hint(effective) if _is_missing_route(exc) else ""
             _write(f"FAIL  list_contacts {first.method} {first.path}: {_short(exc)}{hint}")
@@ -248,9 +253,15 @@ async def _probe_the_rest(client: KlinkClient, contact_id: str) -> int:
         else:
             lines[name] = f"ok    {label}"
 
+    polite = anyio.CapacityLimiter(PROBE_CONCURRENCY)
+
+    async def limited(name: str) -> None:
+        async with polite:
+            await probe(name)
+
     async with anyio.create_task_group() as tg:
         for name in reads:
-            tg.start_soon(probe, name)
+            tg.start_soon(limited, name)
     for name in reads:
         _write(lines[name])
     return sum(1 for line in lines.values() if line.startswith("FAIL"))

@@ -207,3 +207,15 @@ def test_doctor_refuses_a_bad_setting_with_one_line_instead_of_saying_all_is_wel
     captured = capsys.readouterr()
     lines = captured.err.strip().splitlines()
     assert len(lines) == 1 and name in lines[0] and captured.out == ""
+
+
+@pytest.mark.parametrize("fault", ["error_rate", "rate_limit_rate"])
+async def test_an_upstream_that_fails_every_request_is_one_line(
+    fault: str, sandbox: SandboxServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from klink_mcp.sandbox.faults import FaultConfig
+
+    sandbox.tenant.faults = FaultConfig(**{fault: 1.0})
+    assert await run_doctor(_settings(api_token=TOKEN, base_url=sandbox.url)) == 1
+    fails = _fails(capsys.readouterr().out)
+    assert len(fails) == 1 and "first probe" in fails[0] and "try again later" in fails[0]
