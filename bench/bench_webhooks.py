@@ -40,7 +40,7 @@ from klink_mcp.webhooks.hub import EventHub
 from klink_mcp.webhooks.receiver import serve_receiver
 from klink_mcp.webhooks.store import EventStore
 
-SECRET = "bench-secret"
+SECRET = "bench-secret-0123456789abcdef0123456789"  # 32+ bytes, as the settings require
 
 
 def signed_body(worker: int, n: int) -> tuple[bytes, dict[str, str]]:

@@ -1,8 +1,11 @@
-"""The names of the toolsets (groups of tools that `KLINK_TOOLSETS` may allow).
+"""The names of the toolsets: the groups of tools `KLINK_TOOLSETS` can allow.
 
-The one list the settings validate `KLINK_TOOLSETS` against and every tool spec's `toolset` must come
-from (a test checks the inventory uses exactly these). Must not import anything from the package.
+This is the one list the settings loader validates `toolsets` against; the tool inventory maps
+every tool to one of these names (and is tested against this tuple). This module must not import
+`mcp` or anything else of the package: the settings loader imports it.
 """
+
+from __future__ import annotations
 
 TOOLSET_NAMES: tuple[str, ...] = (
     "contacts",

@@ -40,6 +40,7 @@ import httpx2
 from pydantic import SecretStr
 
 from klink_mcp import USER_AGENT
+from klink_mcp.api.auth import authorization_header
 from klink_mcp.api.catalog import Catalog, Operation
 from klink_mcp.api.errors import (
     AmbiguousWriteError,
@@ -520,7 +521,7 @@ class HttpCore:
             transport=transport,
             headers={
                 # httpx2 masks this header in reprs; it is never logged here.
-                "Authorization": f"Bearer {token.get_secret_value()}",
+                "Authorization": authorization_header(token),  # Bearer or Basic: see api/auth.py
                 "User-Agent": USER_AGENT,
                 "Accept": "application/json",
             },

@@ -1,6 +1,7 @@
 """The 21 K-LINK operations as data: name, method, path template, response envelope, how sure we are.
 
-Names are exactly the MCP tool names of the contract (/work/shared/klink-api.md). Paths are templates
+Names are exactly the MCP tool names of the contract, `docs/klink-api.md` (the project's understanding of
+the K-LINK API: documented vs inferred, and overrides). Paths are templates
 such as "/api/v1/contacts/{id}"; `_http.py` fills the placeholders with validated, URL-quoted ids.
 
 Much of the contract is [inferred], so a tenant whose API differs is fixed by configuration, not a release:

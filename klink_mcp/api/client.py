@@ -28,6 +28,7 @@ import httpx2
 from pydantic import BaseModel, SecretStr, ValidationError
 
 from klink_mcp.api._http import Attempt, Clock, HttpCore, HttpStats, PathParams, RawPage, Sleep, validate_id
+from klink_mcp.api.auth import authorization_header, credentials_from_settings
 from klink_mcp.api.catalog import Catalog
 from klink_mcp.api.errors import KlinkAPIError, KlinkError, KlinkInputError
 from klink_mcp.api.models import (
@@ -204,12 +205,7 @@ class KlinkClient:
             ConfigError: empty token, a base URL that is not http(s), or a non-positive limit.
         """
         secret = token if isinstance(token, SecretStr) else SecretStr(token)
-        value = secret.get_secret_value()
-        if not value.strip():
-            raise ConfigError("the K-LINK API token is empty")
-        if not all(33 <= ord(ch) < 127 for ch in value):
-            # Caught here because the HTTP stack's own error would quote the header, token and all.
-            raise ConfigError("the K-LINK API token contains spaces or characters a header cannot carry")
+        authorization_header(secret)  # refuses an empty or unsendable secret before anything else
         if page_concurrency < 1:
             raise ConfigError("page_concurrency must be at least 1")
         _quiet_http_stack_logs()
@@ -240,16 +236,12 @@ class KlinkClient:
         Raises:
             ConfigError: a bad catalogue override, or sandbox mode aimed at the real gateway.
         """
-        if settings.uses_sandbox:
-            if transport is None and settings.base_url.rstrip("/") == DEFAULT_BASE_URL:
-                raise ConfigError(
-                    "no K-LINK API token is set (KLINK_API_TOKEN) and no sandbox transport was given; "
-                    "refusing to call the real K-LINK gateway with the sandbox token"
-                )
-            token = settings.sandbox_token
-        else:
-            assert settings.api_token is not None  # uses_sandbox is False only when a token is set
-            token = settings.api_token
+        if settings.uses_sandbox and transport is None and settings.base_url.rstrip("/") == DEFAULT_BASE_URL:
+            raise ConfigError(
+                "no K-LINK API token is set (KLINK_API_TOKEN) and no sandbox transport was given; "
+                "refusing to call the real K-LINK gateway with the sandbox token"
+            )
+        token = credentials_from_settings(settings)  # the sandbox token, a bearer token or Basic
         return cls(
             settings.base_url,
             token,

@@ -4,8 +4,9 @@ Each record says when (ISO-8601 UTC), which tool, which targets (ids), a SHA-256
 normalised arguments (the same digest the confirmation tokens bind to, so a "confirmation_required"
 line and its "confirmed_by_token" line can be matched), the decision, the confirmation channel, the
 upstream HTTP status and a short error. Lines are appended to a file (parent folders created, the
-file created private to the user, flushed per line) and kept in a bounded in-memory ring that
-backs the `klink://audit/recent` resource.
+file created private to the user, flushed per line). `recent()`, which backs the
+`klink://audit/recent` resource, reads the file's tail, so a restart loses nothing from view; without
+a file a bounded in-memory ring answers.
 
 Privacy by default: argument values are summarised. Ids, enumerations, numbers and booleans are
 kept; free text (message bodies, names, notes, e-mails...) appears only as its length unless
@@ -22,6 +23,7 @@ audit write failure is logged (logger "klink_mcp.guard") and the in-memory recor
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -148,7 +150,8 @@ class AuditLog:
     ) -> None:
         """
         Raises:
-            OSError: the log's folder cannot be created.
+            OSError: the log's folder cannot be created or the file cannot be opened for appending
+                (checked here, so a bad `KLINK_AUDIT_LOG` stops the server at start, not at the first write).
             ValueError: `ring_size` is smaller than 1.
         """
         if ring_size < 1:
@@ -160,6 +163,7 @@ class AuditLog:
         self._lock = threading.Lock()
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
+            os.close(self._open_for_append(path))
 
     def __repr__(self) -> str:
         return f"AuditLog(path={self.path!r}, include_bodies={self.include_bodies!r})"
@@ -206,18 +210,72 @@ class AuditLog:
     def _append(self, line: str) -> None:
         assert self.path is not None
         try:
-            # 0o600: the log names customers; only the server's user should read it.
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            fd = self._open_for_append(self.path)
             with os.fdopen(fd, "a", encoding="utf-8") as fh:
                 fh.write(line + "\n")
                 fh.flush()
         except OSError as exc:
             logger.error("audit log write to %s failed: %s", self.path, exc.strerror or type(exc).__name__)
 
+    @staticmethod
+    def _open_for_append(path: Path) -> int:
+        # 0o600: the log names customers; only the server's user should read it.
+        return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+
     def recent(self, limit: int = 50) -> list[dict[str, Any]]:
-        """The most recent records, newest first (at most `limit`, at most the ring size)."""
+        """The most recent records, newest first (at most `limit`, at most the ring size).
+
+        With a file, they are read from the file's tail: records written before a restart, or by
+        another replica sharing the file, stay in view. If the file cannot be read, the in-memory
+        ring answers (and the failure is logged).
+        """
         if limit <= 0:
             return []
+        limit = min(limit, self._ring.maxlen or limit)
+        if self.path is not None:
+            try:
+                return list(reversed(_tail_records(self.path, limit)))
+            except OSError as exc:
+                logger.error("audit log read of %s failed: %s", self.path, exc.strerror or type(exc).__name__)
         with self._lock:
             items = list(self._ring)
         return [dict(item) for item in reversed(items[-limit:])]
+
+
+_TAIL_BLOCK = 64 * 1024
+_TAIL_MAX_BYTES = 8 * 1024 * 1024
+
+
+def _tail_records(path: Path, limit: int) -> list[dict[str, Any]]:
+    """The last `limit` JSON records of a JSON-lines file, oldest first, reading only its tail.
+
+    A line that is not a JSON object (a torn last line, a foreign line) is skipped.
+
+    Raises:
+        OSError: the file cannot be read.
+    """
+    with open(path, "rb") as fh:
+        end = fh.seek(0, os.SEEK_END)
+        data = b""
+        pos = end
+        while pos > 0 and data.count(b"\n") <= limit and end - pos < _TAIL_MAX_BYTES:
+            step = min(_TAIL_BLOCK, pos)
+            pos -= step
+            fh.seek(pos)
+            data = fh.read(step) + data
+    lines = data.split(b"\n")
+    if pos > 0:
+        lines = lines[1:]  # the first line may be cut in the middle
+    records: list[dict[str, Any]] = []
+    for raw in reversed(lines):
+        if len(records) >= limit:
+            break
+        if not raw.strip():
+            continue
+        try:
+            record = json.loads(raw)
+        except ValueError:
+            continue
+        if isinstance(record, dict):
+            records.append(record)
+    return list(reversed(records))

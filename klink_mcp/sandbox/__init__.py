@@ -1,4 +1,4 @@
-"""The embedded K-LINK sandbox tenant: the contract of `/work/shared/klink-api.md`, in memory.
+"""The embedded K-LINK sandbox tenant: the contract of `docs/klink-api.md`, in memory.
 
 It is the tenant of the demo mode and of every test of the project. Three ways to reach it:
 

@@ -1,7 +1,7 @@
 """Small shared pieces of the sandbox tenant: timestamps, ids, the API error type and body readers.
 
 This module must not know about HTTP frameworks or sockets; it only shapes data the way the
-K-LINK contract (`/work/shared/klink-api.md`) does.
+K-LINK contract (`docs/klink-api.md`) does.
 """
 
 from __future__ import annotations

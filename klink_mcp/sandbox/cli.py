@@ -1,7 +1,7 @@
 """`klink-mcp sandbox ...`: serve the sandbox tenant on loopback HTTP until Ctrl-C.
 
 Logs go to stderr; this module never writes to stdout (on stdio, stdout is the MCP protocol)
-and never logs the token. It refuses a non-loopback host unless `--allow-remote` is given.
+and never logs the token or the Basic password. It refuses a non-loopback host unless `--allow-remote` is given.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import sys
 from collections.abc import Mapping
 
 import anyio
+from pydantic import SecretStr
 
 from klink_mcp.config import DEFAULT_SANDBOX_TOKEN
 from klink_mcp.sandbox.faults import FaultConfig
@@ -20,6 +21,10 @@ from klink_mcp.sandbox.server import is_loopback, serve_sandbox
 from klink_mcp.sandbox.tenant import SandboxTenant
 
 logger = logging.getLogger("klink_mcp.sandbox")
+
+# Public demo credentials, like the default token: the sandbox accepts both K-LINK auth schemes.
+DEFAULT_SANDBOX_BASIC_USER = "sandbox"
+DEFAULT_SANDBOX_BASIC_PASSWORD = "sandbox-password"  # noqa: S105 - a documented demo value
 
 
 def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
@@ -35,6 +40,16 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
         "--token",
         default=env.get("KLINK_SANDBOX_TOKEN") or DEFAULT_SANDBOX_TOKEN,
         help="bearer token clients must send (default: $KLINK_SANDBOX_TOKEN or 'sandbox-token')",
+    )
+    parser.add_argument(
+        "--basic-user",
+        default=env.get("KLINK_SANDBOX_BASIC_USER") or DEFAULT_SANDBOX_BASIC_USER,
+        help="user accepted with Basic auth (default: $KLINK_SANDBOX_BASIC_USER or 'sandbox')",
+    )
+    parser.add_argument(
+        "--basic-password",
+        default=env.get("KLINK_SANDBOX_BASIC_PASSWORD") or DEFAULT_SANDBOX_BASIC_PASSWORD,
+        help="password accepted with Basic auth (default: $KLINK_SANDBOX_BASIC_PASSWORD or 'sandbox-password')",
     )
     parser.add_argument(
         "--fixture",
@@ -125,6 +140,10 @@ def main(argv: list[str]) -> int:
         logger.error("cannot start the sandbox: %s", exc)
         return 2
     tenant.faults = faults
+    if ":" in args.basic_user or not args.basic_user or not args.basic_password:
+        logger.error("--basic-user must be non-empty without ':' and --basic-password non-empty")
+        return 2
+    tenant.basic_auth = (args.basic_user, SecretStr(args.basic_password))
     emitter = None
     if args.webhook_url:
         if not args.webhook_secret:
@@ -148,11 +167,12 @@ def main(argv: list[str]) -> int:
             tenant, args.host, args.port, args.token, allow_remote=args.allow_remote
         ) as srv:
             logger.info(
-                "K-LINK sandbox listening on %s (%d contacts, %d tickets; token: %s; faults: %s)",
+                "K-LINK sandbox listening on %s (%d contacts, %d tickets; token: %s; Basic user: %s; faults: %s)",
                 srv.url,
                 len(tenant.contacts),
                 len(tenant.tickets),
                 "default demo token" if args.token == DEFAULT_SANDBOX_TOKEN else "custom (hidden)",
+                args.basic_user,
                 "on" if faults.active else "off",
             )
             await anyio.sleep_forever()

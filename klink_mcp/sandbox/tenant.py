@@ -1,6 +1,6 @@
 """The sandbox K-LINK tenant: in-memory state, the request core and the webhook-style listener hook.
 
-`SandboxTenant` is the one implementation of the contract in `/work/shared/klink-api.md`; the
+`SandboxTenant` is the one implementation of the contract in `docs/klink-api.md`; the
 in-process transport, the ASGI app and the loopback server are thin frontends over
 `SandboxTenant.handle` (plus fault injection, see `faults.py` and `exchange.py`).
 
@@ -10,8 +10,9 @@ Conventions this sandbox fixes where the contract is silent (all [inferred]):
   at least 1 (zero items -> `lastPage: 1`, page 1 is an empty page). A page past the last one
   answers 200 with empty `data`. `pageSize` defaults to 10 (also for form fields, so a client
   must fetch every page), must be 1..100; `page` >= 1; otherwise 400.
-- Auth is checked before routing: any request without `Authorization: Bearer <token>` gets 401,
-  even for an unknown path. An unknown path or method answers 404 `Cannot <METHOD> <path>`.
+- Auth is checked before routing: any request without `Authorization: Bearer <token>` (or, when
+  `tenant.basic_auth` is set, `Authorization: Basic base64(user:password)`) gets 401, even for an
+  unknown path. An unknown path or method answers 404 `Cannot <METHOD> <path>`.
 - A non-empty body that is not JSON answers 400. Unknown query parameters are ignored.
 - Timestamps: ISO-8601 UTC with microseconds and `Z`. Every write stamps `updatedAt` from a
   tenant clock that never repeats and never goes back, so `updatedAt` works as a version.
@@ -50,6 +51,7 @@ This module must not do network or socket I/O, and never writes the token anywhe
 
 from __future__ import annotations
 
+import base64
 import copy
 import gc
 import hmac
@@ -154,6 +156,8 @@ class SandboxTenant:
         # None keeps every request (tests count them); a long-running demo server sets a cap.
         self.max_recorded_requests: int | None = None
         self.faults = FaultConfig()
+        # K-LINK also accepts Basic authentication; None = the sandbox answers Basic with 401.
+        self.basic_auth: tuple[str, SecretStr] | None = None
         # Every wait of the tenant (latency, slow bodies) goes through this; tests may replace it.
         self.sleep: Callable[[float], Awaitable[None]] = anyio.sleep
         self.id_rng = random.Random(f"klink-sandbox:{seed}:runtime-ids")
@@ -377,8 +381,9 @@ class SandboxTenant:
         token: SecretStr,
         body_is_json: bool,
     ) -> tuple[int, Any]:
-        if not _authorized(headers.get("authorization", ""), token):
-            raise ApiError(401, "Unauthorized", {"www-authenticate": "Bearer"})
+        if not _authorized(headers.get("authorization", ""), token, self.basic_auth):
+            challenge = 'Bearer, Basic realm="K-LINK sandbox"' if self.basic_auth else "Bearer"
+            raise ApiError(401, "Unauthorized", {"www-authenticate": challenge})
         segments = [unquote(s) for s in raw_path.strip("/").split("/")]
         found = _ROUTER.match(method, segments)
         if found is None:
@@ -433,11 +438,18 @@ def _latest_stamp(data: Dataset) -> datetime:
     return latest
 
 
-def _authorized(header: str, token: SecretStr) -> bool:
+def _authorized(header: str, token: SecretStr, basic: tuple[str, SecretStr] | None) -> bool:
     scheme, _, presented = header.partition(" ")
-    if scheme.lower() != "bearer" or not presented.strip():
+    presented = presented.strip()
+    if not presented:
         return False
-    return hmac.compare_digest(presented.strip().encode(), token.get_secret_value().encode())
+    if scheme.lower() == "basic" and basic is not None:
+        user, password = basic
+        expected = base64.b64encode(f"{user}:{password.get_secret_value()}".encode()).decode("ascii")
+        return hmac.compare_digest(presented.encode(), expected.encode())
+    if scheme.lower() != "bearer":
+        return False
+    return hmac.compare_digest(presented.encode(), token.get_secret_value().encode())
 
 
 def parse_query(query_string: str | bytes) -> dict[str, str]:

@@ -100,8 +100,9 @@ def test_a_failing_disk_is_logged_and_the_record_is_still_kept(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     blocker = tmp_path / "audit.jsonl"
-    blocker.mkdir()  # a directory where the file should be: every append fails
-    log = AuditLog(blocker)
+    log = AuditLog(blocker)  # writable at start...
+    blocker.unlink()
+    blocker.mkdir()  # ...then a directory where the file should be: every append (and read) fails
     with caplog.at_level("ERROR", logger="klink_mcp.guard"):
         log.record("delete_contact", "executed")
     assert log.recent(1)[0]["decision"] == "executed"

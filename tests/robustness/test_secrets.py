@@ -50,10 +50,10 @@ pytestmark = pytest.mark.anyio
 MARKER = "SECRET_canary"  # every canary contains it, so a truncated leak is caught too
 API_TOKEN = "kpt_SECRET_canary_7f3a9"
 GUARD_SECRET = "gsec_SECRET_canary_b41c2_0123456789abcdef"  # >= 32 bytes, as the guard requires
-WEBHOOK_SECRET = "whsec_SECRET_canary_93e0d"
+WEBHOOK_SECRET = "whsec_SECRET_canary_93e0d_0123456789abcdef"  # >= 32 bytes, as the settings require
 WEBHOOK_PASSWORD = "whpw_SECRET_canary_51aa7"
-WEBHOOK_HEADER_VALUE = "whhv_SECRET_canary_0c6d2"
-HTTP_AUTH_TOKEN = "http_SECRET_canary_e8b14"
+WEBHOOK_HEADER_VALUE = "whhv_SECRET_canary_0c6d2_0123456789abcdef"
+HTTP_AUTH_TOKEN = "http_SECRET_canary_e8b14_0123456789abcdef"
 CANARIES = (API_TOKEN, GUARD_SECRET, WEBHOOK_SECRET, WEBHOOK_PASSWORD, WEBHOOK_HEADER_VALUE, HTTP_AUTH_TOKEN)
 NIL_UUID = "00000000-0000-0000-0000-000000000000"
 

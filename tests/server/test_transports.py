@@ -100,13 +100,13 @@ async def test_http_rejects_bad_host_with_421_and_bad_origin_with_403(http_url: 
 
 async def test_http_bearer_token_is_required_when_configured() -> None:
     server = make_server(SandboxTenant.seeded())
-    settings = make_settings(http_auth_token="s3cret-http-token")
+    settings = make_settings(http_auth_token="s3cret-http-token-0123456789abcdef")
     app = build_http_app(server, settings, "127.0.0.1")
     async for url in _serve(app):
         async with httpx2.AsyncClient() as http:
             denied = await http.post(f"{url}/mcp", json={}, headers={"accept": "application/json"})
             assert denied.status_code == 401
-        headers = {"Authorization": "Bearer s3cret-http-token"}
+        headers = {"Authorization": "Bearer s3cret-http-token-0123456789abcdef"}
         async with httpx2.AsyncClient(headers=headers) as http_client:
             transport = streamable_http_client(f"{url}/mcp", http_client=http_client)
             async with Client(transport, mode="legacy") as client:

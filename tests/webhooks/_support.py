@@ -13,7 +13,7 @@ from mcp.types import ResourceUpdatedNotification
 
 from klink_mcp.webhooks.events import compute_signature
 
-SECRET = "whsec-test-0123456789"
+SECRET = "whsec-test-0123456789abcdef0123456789"  # 32+ bytes, as the settings require
 TIMESTAMP = "2026-01-09T03:42:38.000000Z"
 
 

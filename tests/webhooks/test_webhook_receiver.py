@@ -195,14 +195,17 @@ async def test_basic_auth_mode_checks_user_and_password(hub: EventHub, store: Ev
 
 async def test_header_auth_mode_checks_the_custom_header(hub: EventHub, store: EventStore) -> None:
     settings = load_settings(
-        env={}, webhook_auth="header", webhook_header_name="X-Klink-Token", webhook_header_value="t0ken"
+        env={},
+        webhook_auth="header",
+        webhook_header_name="X-Klink-Token",
+        webhook_header_value="t0ken-0123456789abcdef0123456789abcdef",
     )
     body = body_of(event_dict())
     async with client_for(hub, settings) as client:
         assert (await client.post(WEBHOOK_PATH, content=body)).status_code == 401
         wrong = {"x-klink-token": "nope"}
         assert (await client.post(WEBHOOK_PATH, content=body, headers=wrong)).status_code == 401
-        right = {"x-klink-token": "t0ken"}
+        right = {"x-klink-token": "t0ken-0123456789abcdef0123456789abcdef"}
         assert (await client.post(WEBHOOK_PATH, content=body, headers=right)).status_code == 200
 
 
@@ -237,7 +240,7 @@ async def test_no_auth_mode_accepts_only_direct_loopback_json_posts_not_browsers
         {"webhook_auth": "basic", "webhook_basic_user": "u"},
         {"webhook_auth": "basic", "webhook_basic_password": "p"},
         {"webhook_auth": "header", "webhook_header_name": "x-token"},
-        {"webhook_auth": "header", "webhook_header_value": "v"},
+        {"webhook_auth": "header", "webhook_header_value": "v" * 32},
     ],
 )
 def test_an_auth_mode_without_its_credentials_refuses_to_start(overrides: dict[str, str]) -> None:
