@@ -38,7 +38,7 @@ from klink_mcp.schemas import FormRegistry
 from klink_mcp.tools import admin, categories, channels, contacts, cx_logs, messages, tags, tickets
 from klink_mcp.tools import resources as resources_module
 from klink_mcp.tools._common import ServerState, slim_tool_schemas
-from klink_mcp.tools.arg_errors import rewrite_argument_error
+from klink_mcp.tools.arg_errors import rewrite_argument_error, strict_arguments
 from klink_mcp.tools.schema_slim import without_confirmation_fields
 from klink_mcp.webhooks.hub import EventHub
 from klink_mcp.webhooks.store import EventStore
@@ -224,6 +224,12 @@ def build_server(
         middleware=[tracker.middleware, refresh_when_stale, compact_argument_errors],
         log_level=settings.log_level,
         warn_on_duplicate_tools=False,
+    )
+    mcp.middleware.append(
+        strict_arguments(
+            lambda: {t.name: t.parameters for t in mcp._tool_manager.list_tools()},
+            server_info=lambda: mcp._lowlevel_server.server_info_stamp,
+        )
     )
 
     _announce_tool_list_changes(mcp)
