@@ -10,7 +10,9 @@ e.g. <example>; ... Fix them and call again.` plus `_meta["klink_mcp/error"] = {
   belongs: a `cf_*` key goes inside `custom_fields`, an argument of another tool names that tool), and
   so is a value the schema does not take, even one pydantic's lax mode would convert ("2" for an
   integer, "yes" for a boolean). Every problem of the call goes into ONE error, and nothing is sent
-  upstream. On `tools/list` it publishes every input schema closed.
+  upstream. An explicit null for an optional argument means "not given" (the published schemas carry
+  no null branch): it is dropped before the SDK sees the call, so the tool's default applies. On
+  `tools/list` it publishes every input schema closed.
 * `rewrite_argument_error` turns what the SDK's pydantic validation still reports (rules the JSON
   Schema cannot express) into the same compact shape. Anything it does not recognise is unchanged.
 
@@ -23,7 +25,7 @@ from __future__ import annotations
 import difflib
 import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime
 from typing import Any
 
@@ -263,11 +265,12 @@ def _unknown_top_level(
         owners = sorted(t for t, s in schemas.items() if _custom_field_names(s) and t != tool)
         where = f" (custom fields are set with {', '.join(owners)})" if owners else ""
         return f"unknown argument {shown}: {tool} takes no custom fields{where}"
+    parts: list[str] = []
     near = _close(key, own)
     if near:
-        return f"unknown argument {shown}; did you mean {_quoted(near)}?"
-    if "keyword" in own and key.lower() in _SEARCH_WORDS:
-        return f"unknown argument {shown}: {tool} has no such filter; search by name, email or phone with keyword"
+        parts.append(f"did you mean {_quoted(near)}?")
+    elif "keyword" in own and key.lower() in _SEARCH_WORDS:
+        parts.append(f"{tool} has no such filter: search by name, email or phone with keyword")
     owners = [t for t, s in schemas.items() if t != tool and key in (s.get("properties") or {})]
     if owners:
         # The tool that also takes the call's other arguments is most likely the one meant.
@@ -277,12 +280,11 @@ def _unknown_top_level(
             return (-shared, -difflib.SequenceMatcher(None, tool, other).ratio())
 
         best = sorted(owners, key=fit)[:3]
-        return (
-            f"unknown argument {shown}: it is an argument of {', '.join(best)}, not of {tool}; "
-            f"call {best[0]} for that"
-        )
-    listed = ", ".join(own[:MAX_NAMES_LISTED]) + (", ..." if len(own) > MAX_NAMES_LISTED else "")
-    return f"unknown argument {shown}; {tool} takes: {listed or 'no arguments'}"
+        parts.append(f"{shown} is an argument of {', '.join(best)}, not of {tool}")
+    if not parts:
+        listed = ", ".join(own[:MAX_NAMES_LISTED]) + (", ..." if len(own) > MAX_NAMES_LISTED else "")
+        parts.append(f"{tool} takes: {listed or 'no arguments'}")
+    return f"unknown argument {shown}; " + "; ".join(parts)
 
 
 def _unknown_custom_field(tool: str, key: str, schema: Mapping[str, Any], custom: Sequence[str]) -> str:
@@ -318,6 +320,15 @@ def _is_datetime(value: object) -> bool:
         if not re.match(r"\d{4}-\d{2}-\d{2}", value):
             raise ValueError("not ISO-8601")
         datetime.fromisoformat(value)
+    return True
+
+
+@_FORMATS.checks("email", raises=ValueError)  # type: ignore[untyped-decorator]
+def _is_email(value: object) -> bool:
+    # The same rule the compiled form models apply (klink_mcp.forms), checked here so the message
+    # can show the expected format.
+    if isinstance(value, str) and not re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", value):
+        raise ValueError("not an email address")
     return True
 
 
@@ -461,7 +472,10 @@ _VALIDATORS = _ValidatorCache()
 
 def validation_result(tool: str, problems: Sequence[Problem]) -> dict[str, Any]:
     """The tool-error result (wire shape) that reports `problems` of a call to `tool`."""
-    lines = [f"{p.field}: {p.message}" for p in problems[:MAX_FIELDS]]
+    # A message that already names its argument ("unknown argument 'x'; ...") is not prefixed again.
+    lines = [
+        p.message if f"'{p.field}'" in p.message else f"{p.field}: {p.message}" for p in problems[:MAX_FIELDS]
+    ]
     if len(problems) > MAX_FIELDS:
         lines.append(f"... and {len(problems) - MAX_FIELDS} more")
     text = f"Invalid arguments for {tool}: " + "; ".join(lines)
@@ -504,6 +518,12 @@ def strict_arguments(
         schemas = input_schemas()
         problems = check_arguments(name, arguments, schemas)
         if not problems:
+            schema = schemas.get(name) or {}
+            optional = set(schema.get("properties") or {}) - set(schema.get("required") or ())
+            if any(arguments.get(key, ...) is None for key in optional):
+                # null means "not given" (the published schemas have no null): let the tool's default apply.
+                kept = {k: v for k, v in arguments.items() if not (v is None and k in optional)}
+                ctx = replace(ctx, params={**params, "arguments": kept})
             return await call_next(ctx)
         result = validation_result(name, problems)
         if getattr(ctx, "protocol_version", None) in MODERN_PROTOCOL_VERSIONS:
