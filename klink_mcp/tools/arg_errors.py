@@ -24,12 +24,13 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import date, datetime
 from typing import Any
 
 import jsonschema  # type: ignore[import-untyped]
+from mcp.server.context import CallNext, HandlerResult, ServerMiddleware, ServerRequestContext
 from mcp.types.version import MODERN_PROTOCOL_VERSIONS
 
 from klink_mcp.content import sanitize_text
@@ -82,7 +83,6 @@ _CURATED: dict[tuple[str, str], str] = {
 _SEARCH_WORDS = frozenset({"email", "emails", "phone", "phones", "name", "query", "search", "q", "text"})
 
 Schemas = Mapping[str, Mapping[str, Any]]
-Middleware = Callable[[Any, Callable[[Any], Awaitable[Any]]], Awaitable[Any]]
 
 
 @dataclass(frozen=True)
@@ -494,7 +494,7 @@ def strict_arguments(
     input_schemas: Callable[[], Schemas],
     *,
     server_info: Callable[[], Mapping[str, Any]] | None = None,
-) -> Middleware:
+) -> ServerMiddleware[Any]:
     """MCPServer middleware: refuse a `tools/call` its published schema rejects; publish closed schemas.
 
     `input_schemas()` returns the current `{tool name: input schema}` of every registered tool (the
@@ -503,7 +503,7 @@ def strict_arguments(
     answers a refused call without reaching the SDK's result pipeline).
     """
 
-    async def middleware(ctx: Any, call_next: Callable[[Any], Awaitable[Any]]) -> Any:
+    async def middleware(ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
         method = getattr(ctx, "method", None)
         if method == "tools/list":
             return _closed_listing(await call_next(ctx))
@@ -535,7 +535,7 @@ def strict_arguments(
     return middleware
 
 
-def _closed_listing(result: Any) -> Any:
+def _closed_listing(result: HandlerResult) -> HandlerResult:
     if not isinstance(result, dict) or not isinstance(result.get("tools"), list):
         return result
     tools = []
