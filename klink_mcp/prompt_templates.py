@@ -23,22 +23,25 @@ Tool calls in a body are written in backticks as `tool(arg=value, ...)`, and too
 field names in backticks too, so tests can check every one against the live tool schemas.
 
 A call with a missing, unknown or malformed argument is refused with a protocol error (invalid params)
-that names the argument, the expected format and an example; never an internal error. This module must
+that names the argument, the expected format and an example; never an internal error. So is a
+`prompts/get` for a prompt that does not exist (`unknown_prompts_refused`). This module must
 not call tools or read anything but the packaged prompt files.
 """
 
 from __future__ import annotations
 
+import difflib
 import json
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from importlib import resources as importlib_resources
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from mcp.server.context import CallNext, HandlerResult, ServerMiddleware, ServerRequestContext
 from mcp.server.mcpserver.prompts.base import Message, Prompt, UserMessage
 from mcp.server.mcpserver.prompts.base import PromptArgument as McpPromptArgument
 from mcp.shared.exceptions import MCPError
@@ -347,6 +350,32 @@ def _check_body(spec: PromptSpec, source: str) -> None:
             check_name(match.group("name"), inside)
 
     walk(spec.body, set())
+
+
+def unknown_prompts_refused(prompt_names: Callable[[], Iterable[str]]) -> ServerMiddleware[Any]:
+    """MCPServer middleware: `prompts/get` for a prompt that does not exist is an invalid-params error.
+
+    The SDK answers it with "Internal server error" and logs a traceback; this names the prompt, the
+    nearest existing ones and the full list. `prompt_names()` is asked on each such request.
+    """
+
+    async def middleware(ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
+        params = ctx.params if isinstance(ctx.params, Mapping) else {}
+        name = params.get("name")
+        if ctx.method == "prompts/get" and isinstance(name, str):
+            names = sorted(prompt_names())
+            if name not in names:
+                near = difflib.get_close_matches(name, names, n=2, cutoff=0.6)
+                hint = f"; did you mean {' or '.join(repr(n) for n in near)}?" if near else ""
+                shown = json.dumps(name[:60], ensure_ascii=True)
+                raise MCPError(
+                    code=INVALID_PARAMS,
+                    message=f"Unknown prompt {shown}{hint} Prompts: {', '.join(names)}",
+                    data={"prompt": name[:60]},
+                )
+        return await call_next(ctx)
+
+    return middleware
 
 
 def load_prompts() -> list[PromptSpec]:

@@ -34,6 +34,7 @@ from klink_mcp.forms import FormKind
 from klink_mcp.guard.audit import AuditLog
 from klink_mcp.guard.confirm import Guard
 from klink_mcp.guard.policy import Risk, policy_for
+from klink_mcp.prompt_templates import unknown_prompts_refused
 from klink_mcp.schemas import FormRegistry
 from klink_mcp.tools import admin, categories, channels, contacts, cx_logs, messages, tags, tickets
 from klink_mcp.tools import resources as resources_module
@@ -230,6 +231,9 @@ def build_server(
             lambda: {t.name: t.parameters for t in mcp._tool_manager.list_tools()},
             server_info=lambda: mcp._lowlevel_server.server_info_stamp,
         )
+    )
+    mcp.middleware.append(
+        unknown_prompts_refused(lambda: [p.name for p in mcp._prompt_manager.list_prompts()])
     )
 
     _announce_tool_list_changes(mcp)

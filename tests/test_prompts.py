@@ -220,3 +220,17 @@ def test_a_template_that_would_leave_a_trace_is_refused_when_loaded(body: str, p
     with pytest.raises(PromptFileError, match=problem):
         parse_prompt(text, source="p.md")
     assert parse_prompt(text.replace(body, "{#tone}in a {tone} tone{/tone}"), source="p.md").name == "p"
+
+
+async def test_an_unknown_prompt_is_a_protocol_error_with_the_nearest_names(
+    live: Live, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    with pytest.raises(MCPError) as caught:
+        await live.client.get_prompt("weekly_cx_reprot", {})
+    assert caught.value.error.code == INVALID_PARAMS
+    assert (
+        "Unknown prompt \"weekly_cx_reprot\"; did you mean 'weekly_cx_report'?" in caught.value.error.message
+    )
+    assert "find_customer" in caught.value.error.message
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
