@@ -22,7 +22,7 @@ from klink_mcp.tools.arg_errors import rewrite_argument_error
 from klink_mcp.tools.schema_slim import close_objects, slim_input_schema
 from tests.robustness._schema_strategies import resolve, schema_errors
 from tests.robustness._support import error_code, error_meta, result_text
-from tests.server.conftest import MODES, make_server
+from tests.server.conftest import FIXTURES, MODES, make_server
 
 pytestmark = pytest.mark.anyio
 
@@ -286,3 +286,19 @@ def test_a_pydantic_report_is_rewritten_with_the_expected_format() -> None:
     assert "expected a date as YYYY-MM-DD, e.g. 2026-10-31" in text
     assert rewritten["_meta"]["klink_mcp/error"] == {"code": "validation", "fields": ["day"]}
     assert rewrite_argument_error({"content": [], "isError": False}) == {"content": [], "isError": False}
+
+
+async def test_a_second_tenant_gets_the_same_refusals_for_its_own_custom_fields(mode: str) -> None:
+    tenant = SandboxTenant.from_fixture(FIXTURES / "tenant_acme.json")
+    async with Client(make_server(tenant), mode=mode) as client:  # type: ignore[arg-type]
+        schemas = {t.name: dict(t.input_schema) for t in (await client.list_tools()).tools}
+        session = Session(client, tenant, schemas)
+        calls = 0
+        for name, schema in schemas.items():
+            for cf, node in custom_fields_of(schema).items():
+                args = {**minimal_arguments(schema), cf: value_for(node, schema)}
+                assert schema_errors(schema, {k: v for k, v in args.items() if k != cf}) == [], name
+                text, meta = await session.refused(name, args)
+                assert meta["fields"] == [cf] and "inside custom_fields" in text, text
+                calls += 1
+        assert calls >= 10
