@@ -136,24 +136,6 @@ def _shown_value(value: Any) -> str:
     return type(value).__name__
 
 
-def _example_of(node: Mapping[str, Any]) -> str | None:
-    if node.get("enum"):
-        return _json_literal(node["enum"][0])
-    kind = node.get("type")
-    if kind == "integer":
-        return str(int(node.get("minimum", 1)) if node.get("minimum", 1) > 1 else 1)
-    if kind == "number":
-        return "12.5"
-    if kind == "boolean":
-        return "true"
-    if kind == "array":
-        item = _example_of(node.get("items") or {}) or '"..."'
-        return f"[{item}]"
-    if kind == "string" and not node.get("format") and "pattern" not in node:
-        return None
-    return None
-
-
 def _json_literal(value: Any) -> str:
     if isinstance(value, str):
         return f'"{_escape(value)}"'
@@ -202,10 +184,7 @@ def describe_expected(node: Mapping[str, Any]) -> str:
         return "a string"
     if kind == "array":
         item = node.get("items") or {}
-        inner = describe_expected(item) if item else "values"
-        example = _example_of(node)
-        text = f"a JSON list of {inner}"
-        return f"{text}; e.g. {example}" if example and "e.g." not in inner else text
+        return f"a JSON list (each item {describe_expected(item)})" if item else "a JSON list"
     if kind == "object":
         return "a JSON object"
     return "a value of the documented type"
@@ -433,7 +412,9 @@ def _problems_of(
     if kind == "maxLength" and isinstance(value, str):
         return [Problem(field, f"is {len(value)} characters long, expected {describe_expected(node)}")]
     if kind in ("minItems", "maxItems") and isinstance(value, list):
-        return [Problem(field, f"has {len(value)} items, expected {kind[:3]}imum {error.validator_value}")]
+        bound = "at least" if kind == "minItems" else "at most"
+        unit = "item" if error.validator_value == 1 else "items"
+        return [Problem(field, f"has {len(value)} items, expected {bound} {error.validator_value} {unit}")]
     if kind == "uniqueItems":
         return [Problem(field, "has duplicate items, expected each value once")]
     if kind in (
