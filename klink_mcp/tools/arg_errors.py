@@ -31,13 +31,13 @@ from typing import Any
 
 import jsonschema  # type: ignore[import-untyped]
 from mcp.server.context import CallNext, HandlerResult, ServerMiddleware, ServerRequestContext
+from mcp.types import SERVER_INFO_META_KEY
 from mcp.types.version import MODERN_PROTOCOL_VERSIONS
 
 from klink_mcp.content import sanitize_text
 from klink_mcp.tools.schema_slim import close_objects
 
 ERROR_META_KEY = "klink_mcp/error"
-SERVER_INFO_META_KEY = "io.modelcontextprotocol/serverInfo"
 _HEADER = re.compile(r"^Error executing tool (?P<tool>[\w-]+): \d+ validation errors? for \w+\n")
 _DETAIL = re.compile(r"^\s{2}(?P<msg>.+?)(?: \[type=(?P<type>\w+).*\])?$")
 MAX_FIELDS = 20

@@ -9,9 +9,9 @@ controls, combining marks, astral-plane characters. `hints` may offer real value
 `mutated_arguments(schema)` starts from such arguments and breaks them: a required key dropped, a value of
 a JSON type the property does not take, an out-of-range number, an over-long or empty string, a pattern or
 enum violation, an over-long or ill-typed array, unknown or ill-typed keys inside a closed object, deep
-nesting. The mutations avoid the inputs pydantic's lax mode deliberately converts (numeric strings, bools
-as 0/1, numbers as timestamps, JSON text standing in for a list): those are pinned separately in
-test_fuzz.py, because the schema rejects them while the server accepts them.
+nesting. The mutations avoid the inputs pydantic's lax mode would convert (numeric strings, bools as 0/1,
+numbers as timestamps, JSON text standing in for a list): those are pinned separately in test_fuzz.py
+(finding F1: the server now refuses them, as the schema does).
 
 `schema_errors(schema, args)` is the oracle: JSON Schema 2020-12 with ECMA-262 anchors (`$` matches only
 at the very end, as in pydantic's Rust regex engine) and format checks for `date` and `date-time`.
