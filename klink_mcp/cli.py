@@ -169,6 +169,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return anyio.run(run_demo, settings)
         if command == "tools":
             from klink_mcp.docs import tool_table
+            from klink_mcp.guard.policy import guarded_tools
+
+            guarded_tools(settings)  # the table is built without a server: check KLINK_CONFIRM_TOOLS here
 
             sys.stdout.write(anyio.run(tool_table, settings, bool(args.markdown)))
             return 0

@@ -33,9 +33,12 @@ __all__ = [
     "inbound_stream_pair",
     "outbound_stream_pair",
     "publish_tool_schemas",
+    "registered_prompt_names",
     "registered_tool",
     "registered_tool_names",
+    "registered_tool_schemas",
     "run_on_streams",
+    "server_info_stamp",
     "subscription_bus_of",
 ]
 
@@ -68,6 +71,30 @@ def registered_tool(mcp: MCPServer[Any], name: str) -> Tool | None:
 def registered_tool_names(mcp: MCPServer[Any]) -> list[str]:
     """Names of the registered tools, in registration order (public `list_tools()` is async)."""
     return [tool.name for tool in mcp._tool_manager.list_tools()]
+
+
+def registered_tool_schemas(mcp: MCPServer[Any]) -> dict[str, dict[str, Any]]:
+    """Each registered tool's published input schema, by name (what `tools/list` serves).
+
+    Why private: the strict-arguments middleware checks a call against the published schema before
+    the SDK validates it, on every call; public `list_tools()` is async and rebuilds every tool.
+    """
+    return {tool.name: tool.parameters for tool in mcp._tool_manager.list_tools()}
+
+
+def registered_prompt_names(mcp: MCPServer[Any]) -> list[str]:
+    """Names of the registered prompts (public `list_prompts()` is async and builds every prompt)."""
+    return [prompt.name for prompt in mcp._prompt_manager.list_prompts()]
+
+
+def server_info_stamp(mcp: MCPServer[Any]) -> dict[str, Any]:
+    """The `serverInfo` stamp the SDK puts in every 2026-era result's `_meta`.
+
+    Why private: a middleware that answers a call itself (a refused argument) must stamp its result
+    as the SDK's runner would; the stamp lives on the low-level server.
+    """
+    stamp: dict[str, Any] = mcp._lowlevel_server.server_info_stamp
+    return stamp
 
 
 def publish_tool_schemas(

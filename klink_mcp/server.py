@@ -36,10 +36,17 @@ from klink_mcp.forms import FormKind
 from klink_mcp.guard.audit import AuditLog
 from klink_mcp.guard.confirm import Guard
 from klink_mcp.inventory import SPECS, TOOLSETS, served_specs, spec_for, tool_allowed
+from klink_mcp.prompt_templates import unknown_prompts_refused
 from klink_mcp.schemas import FormRegistry
-from klink_mcp.sdk_adapter import announce_tool_list_changes, connection_of
+from klink_mcp.sdk_adapter import (
+    announce_tool_list_changes,
+    connection_of,
+    registered_prompt_names,
+    registered_tool_schemas,
+    server_info_stamp,
+)
 from klink_mcp.tools import resources as resources_module
-from klink_mcp.tools.arg_errors import rewrite_argument_error
+from klink_mcp.tools.arg_errors import rewrite_argument_error, strict_arguments
 from klink_mcp.tools.registry import register_spec
 from klink_mcp.tools.state import ServerState
 from klink_mcp.webhooks.hub import EventHub
@@ -203,6 +210,10 @@ def build_server(
         log_level=settings.log_level,
         warn_on_duplicate_tools=False,
     )
+    mcp.middleware.append(
+        strict_arguments(lambda: registered_tool_schemas(mcp), server_info=lambda: server_info_stamp(mcp))
+    )
+    mcp.middleware.append(unknown_prompts_refused(lambda: registered_prompt_names(mcp)))
 
     announce_tool_list_changes(mcp)
     for spec in specs:

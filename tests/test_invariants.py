@@ -108,7 +108,7 @@ async def test_every_prompt_renders_with_its_arguments() -> None:
     async with Client(make_server(SandboxTenant.seeded())) as client:
         listed = {p.name: p for p in (await client.list_prompts()).prompts}
         for spec in prompts:
-            args = {name: "42" for name, _, _ in spec.arguments}
+            args = {name: spec.examples.get(name, "42") for name, _, _ in spec.arguments}
             result = await client.get_prompt(spec.name, args)
             text = result.messages[0].content.text  # type: ignore[union-attr]
             assert "{" + (spec.arguments[0][0] if spec.arguments else "x") + "}" not in text

@@ -54,6 +54,23 @@ def test_registered_tool_finds_the_sdk_record_of_a_tool_and_the_names_keep_their
     assert sdk_adapter.registered_tool_names(mcp) == ["answer", "second"]
 
 
+async def test_the_schema_map_prompt_names_and_server_stamp_match_what_clients_see() -> None:
+    mcp = make_server()
+
+    @mcp.prompt(name="hello")
+    def hello() -> str:
+        return "hi"
+
+    async with Client(mcp) as client:
+        listed = {tool.name: tool.input_schema for tool in (await client.list_tools()).tools}
+        prompts = [prompt.name for prompt in (await client.list_prompts()).prompts]
+        result = await client.call_tool("answer", {"x": 1})
+    assert sdk_adapter.registered_tool_schemas(mcp) == listed
+    assert sdk_adapter.registered_prompt_names(mcp) == prompts == ["hello"]
+    stamp = sdk_adapter.server_info_stamp(mcp)
+    assert stamp and (result.meta or {})["io.modelcontextprotocol/serverInfo"] == stamp
+
+
 def test_the_sdk_caches_the_output_schema_so_publishing_must_drop_the_cached_value() -> None:
     # The reason publish_tool_schemas pops the cached value: if the SDK stops caching, revisit it.
     assert isinstance(inspect.getattr_static(Tool, "output_schema"), functools.cached_property)

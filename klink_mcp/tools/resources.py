@@ -3,23 +3,17 @@
 Resources: `klink://contacts/{contact_id}`, `klink://tickets/{ticket_number}`, `klink://forms/contact`,
 `klink://forms/ticket`, `klink://categories`, `klink://audit/recent` (JSON). Completions offer tag names,
 channels, ticket statuses and priorities and category values for prompt and template arguments.
-Prompts are the `*.md` files in `klink_mcp/prompts/` (TOML front matter between `+++` lines with
-`name`, `description`, `[[arguments]]`; the body uses `{argument}` placeholders).
+Prompts are the `*.md` files in `klink_mcp/prompts/`, parsed and rendered by `klink_mcp.prompt_templates`.
 """
 
 from __future__ import annotations
 
-import inspect
 import json
 import logging
-import tomllib
-from dataclasses import dataclass
-from importlib import resources as importlib_resources
-from typing import Annotated, Any
+from typing import Any
 
 from mcp.server import MCPServer
 from mcp.server.mcpserver.exceptions import ResourceNotFoundError
-from mcp.server.mcpserver.prompts.base import Prompt
 from mcp.types import (
     Completion,
     CompletionArgument,
@@ -27,9 +21,9 @@ from mcp.types import (
     PromptReference,
     ResourceTemplateReference,
 )
-from pydantic import Field
 
 from klink_mcp.api import errors as api_errors
+from klink_mcp.prompt_templates import PromptFileError, PromptSpec, load_prompts, parse_prompt
 from klink_mcp.tools.results import form_field_list
 from klink_mcp.tools.state import ServerState
 from klink_mcp.tools.tickets import DEFAULT_STATUSES, find_ticket_by_number, status_values
@@ -40,6 +34,8 @@ from klink_mcp.tools.views import (
 )
 
 logger = logging.getLogger("klink_mcp.resources")
+
+__all__ = ["PromptFileError", "PromptSpec", "completion_values", "load_prompts", "parse_prompt", "register"]
 
 DEFAULT_PRIORITIES = ("low", "medium", "high", "urgent")
 MAX_COMPLETIONS = 100
@@ -169,78 +165,3 @@ async def completion_values(state: ServerState, name: str) -> list[str] | None:
         logger.info("completion for %s unavailable: %s", name, type(exc).__name__)
         return []
     return None
-
-
-@dataclass(frozen=True)
-class PromptSpec:
-    name: str
-    description: str
-    arguments: tuple[tuple[str, str, bool], ...]
-    body: str
-
-    def render(self, values: dict[str, Any]) -> str:
-        text = self.body
-        for arg, _, _ in self.arguments:
-            text = text.replace("{" + arg + "}", str(values.get(arg) or "(not given)"))
-        return text
-
-    def to_mcp(self) -> Prompt:
-        params = [
-            inspect.Parameter(
-                arg,
-                inspect.Parameter.KEYWORD_ONLY,
-                default=inspect.Parameter.empty if required else None,
-                annotation=Annotated[str, Field(description=desc)]
-                if required
-                else Annotated[str | None, Field(description=desc)],
-            )
-            for arg, desc, required in self.arguments
-        ]
-        spec = self
-
-        def render_prompt(**kwargs: Any) -> str:
-            return spec.render(kwargs)
-
-        render_prompt.__name__ = self.name
-        render_prompt.__signature__ = inspect.Signature(params, return_annotation=str)  # type: ignore[attr-defined]
-        render_prompt.__annotations__ = {p.name: p.annotation for p in params} | {"return": str}
-        return Prompt.from_function(render_prompt, name=self.name, description=self.description)
-
-
-class PromptFileError(ValueError):
-    """A prompt file has no valid front matter."""
-
-
-def parse_prompt(text: str, *, source: str) -> PromptSpec:
-    """Parse one prompt file.
-
-    Raises:
-        PromptFileError: missing or invalid front matter, or a placeholder without an argument.
-    """
-    if not text.startswith("+++"):
-        raise PromptFileError(f"{source}: must start with a '+++' TOML front matter block")
-    try:
-        _, front, body = text.split("+++", 2)
-        meta = tomllib.loads(front)
-    except (ValueError, tomllib.TOMLDecodeError) as exc:
-        raise PromptFileError(f"{source}: invalid front matter: {exc}") from exc
-    name = meta.get("name")
-    if not isinstance(name, str) or not name:
-        raise PromptFileError(f"{source}: front matter needs a name")
-    args = tuple(
-        (str(a["name"]), str(a.get("description", "")), bool(a.get("required", False)))
-        for a in meta.get("arguments", [])
-    )
-    return PromptSpec(
-        name=name, description=str(meta.get("description", "")), arguments=args, body=body.strip()
-    )
-
-
-def load_prompts() -> list[PromptSpec]:
-    """Every prompt shipped in `klink_mcp/prompts/*.md`, sorted by name."""
-    folder = importlib_resources.files("klink_mcp") / "prompts"
-    specs = []
-    for entry in sorted(folder.iterdir(), key=lambda e: e.name):
-        if entry.name.endswith(".md"):
-            specs.append(parse_prompt(entry.read_text(encoding="utf-8"), source=entry.name))
-    return specs

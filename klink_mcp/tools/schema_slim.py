@@ -8,11 +8,16 @@ add up (about a third of the list). This module rewrites a schema:
 * `title` keywords are dropped (property NAMES called "title" are of course kept);
 * a `pattern` next to `format: email|uri` goes (the format says it; validation is unchanged);
 * an optional value's `anyOf: [X, null]` becomes X, and `"default": null` goes: leaving a key out
-  means "not given", which is what null meant. Arguments are still validated by the pydantic model,
-  which accepts an explicit null, and tool results never contain null
-  (`tools._common.compact_result` leaves nulls out).
+  means "not given", which is what null meant. An explicit null for an optional argument is still
+  accepted and read as "not given" (`arg_errors.strict_arguments` drops it before the tool runs), and
+  tool results never contain null (`tools._common.compact_result` leaves nulls out).
 
 Descriptions, enums, formats, patterns, bounds and required lists are never touched.
+
+`close_objects` closes an INPUT schema: every object node that lists its properties says
+`additionalProperties: false`, so a client (and the model reading the schema) knows an unknown argument
+is refused, not dropped; `klink_mcp.tools.arg_errors.strict_arguments` enforces it on every call. Output
+schemas are never closed: a client must keep working when a later version adds a result field.
 """
 
 from __future__ import annotations
@@ -59,6 +64,38 @@ def slim_schema(schema: dict[str, Any], *, collapse_nulls: bool = True) -> dict[
     if "default" in node and node["default"] is None:
         del node["default"]
     return node
+
+
+def close_objects(schema: dict[str, Any]) -> dict[str, Any]:
+    """A copy of an input schema where every object node with `properties` refuses unknown keys.
+
+    A node that already says what extra keys may be (`additionalProperties` set, or
+    `patternProperties`) is left as it is: it is open on purpose (a free-form map). Idempotent.
+    """
+    node = dict(schema)
+    for key in _SCHEMA_MAPS:
+        if isinstance(node.get(key), dict):
+            node[key] = {
+                name: close_objects(sub) if isinstance(sub, dict) else sub for name, sub in node[key].items()
+            }
+    for key in _SCHEMA_LISTS:
+        if isinstance(node.get(key), list):
+            node[key] = [close_objects(sub) if isinstance(sub, dict) else sub for sub in node[key]]
+    for key in _SCHEMA_VALUES:
+        if isinstance(node.get(key), dict):
+            node[key] = close_objects(node[key])
+    if (
+        isinstance(node.get("properties"), dict)
+        and "additionalProperties" not in node
+        and "patternProperties" not in node
+    ):
+        node["additionalProperties"] = False
+    return node
+
+
+def slim_input_schema(schema: dict[str, Any]) -> dict[str, Any]:
+    """What a tool's input schema is published as: slimmed (`slim_schema`) and closed (`close_objects`)."""
+    return close_objects(slim_schema(schema))
 
 
 def drop_descriptions(schema: Any) -> Any:

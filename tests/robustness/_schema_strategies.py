@@ -9,9 +9,9 @@ controls, combining marks, astral-plane characters. `hints` may offer real value
 `mutated_arguments(schema)` starts from such arguments and breaks them: a required key dropped, a value of
 a JSON type the property does not take, an out-of-range number, an over-long or empty string, a pattern or
 enum violation, an over-long or ill-typed array, unknown or ill-typed keys inside a closed object, deep
-nesting. The mutations avoid the inputs pydantic's lax mode deliberately converts (numeric strings, bools
-as 0/1, numbers as timestamps, JSON text standing in for a list): those are pinned separately in
-test_fuzz.py, because the schema rejects them while the server accepts them.
+nesting. The mutations avoid the inputs pydantic's lax mode would convert (numeric strings, bools as 0/1,
+numbers as timestamps, JSON text standing in for a list): those are pinned separately in test_fuzz.py
+(finding F1: the server now refuses them, as the schema does).
 
 `schema_errors(schema, args)` is the oracle: JSON Schema 2020-12 with ECMA-262 anchors (`$` matches only
 at the very end, as in pydantic's Rust regex engine) and format checks for `date` and `date-time`.
@@ -28,6 +28,8 @@ from typing import Any
 
 import jsonschema  # type: ignore[import-untyped]
 from hypothesis import strategies as st
+
+from klink_mcp.tools.arg_errors import shown_name
 
 # Characters that break naive text handling, mixed into every generated string.
 TROUBLE_CHARS: tuple[str, ...] = (
@@ -438,7 +440,7 @@ def _build_mutations(
     names = st.sampled_from(sorted(properties)) if properties else st.nothing()
 
     # Order matters: hypothesis leans towards the first alternatives, so the mutations that usually make
-    # the call invalid come first and the ones the schema tolerates (unknown top-level keys) last.
+    # the call invalid come first and unknown top-level keys (refused: the schemas are closed) last.
     kinds: list[st.SearchStrategy[tuple[str, Any, Any]]] = []
     if properties:
         kinds.append(names.flatmap(lambda n: st.tuples(st.just("set"), st.just(n), wrong_type[n])))
@@ -553,4 +555,9 @@ def fields_named(
             names.add(str(error.absolute_path[0]))
         elif error.validator == "required":
             names.update(k for k in schema.get("required", ()) if k not in args)
+        elif error.validator == "additionalProperties":
+            # An unknown top-level argument is named as the server shows names: control and invisible
+            # characters escaped (a raw one must never reach the error text).
+            unknown = [k for k in args if k not in schema.get("properties", {})]
+            names.update(shown_name(k) for k in unknown)
     return names

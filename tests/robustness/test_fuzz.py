@@ -21,10 +21,11 @@ thread) and the tests are synchronous: hypothesis signals the end of an example'
 BaseException from `data.draw`, which inside an anyio-plugin coroutine would tear down the shared event
 loop; drawing in plain sync code and calling into the portal keeps the two apart.
 
-Defects this fuzzing found (F2-F7) are fixed and their regression tests sit at the end of the module.
-F1 is kept by decision and pinned as a strict xfail: pydantic's lax mode converts a numeric string or a
-bool for an integer and "yes" for a boolean, which the schema rejects but the server accepts (the
-mutations avoid those inputs). A number for a date-time is refused (it meant 1970).
+Defects this fuzzing found (F1-F7) are fixed and their regression tests sit at the end of the module.
+F1 was pydantic's lax mode converting a numeric string or a bool for an integer and "yes" for a boolean,
+which the schema rejects: the server now checks every call against the published schema strictly before
+the SDK converts anything (klink_mcp.tools.arg_errors.strict_arguments). A number for a date-time is
+refused too (it meant 1970).
 """
 
 from __future__ import annotations
@@ -269,9 +270,8 @@ def test_the_fuzz_reached_both_sides_of_every_schema(fuzz_session: FuzzSession) 
     assert never_invalid == []
 
 
-# Inputs the schema rejects that pydantic's lax mode converts, so they reach K-LINK anyway (finding F1).
-# Kept on purpose: assistants often send "2" for 2 or "true" for true, and the converted value is the one
-# they meant. Numbers as date-times were the harmful case (0 meant 1970) and are refused (test below).
+# Inputs the schema rejects that pydantic's lax mode would convert (finding F1, fixed): a silent
+# conversion is a guess about what the caller meant, so they are refused with the expected type named.
 LAX_INPUTS = [
     pytest.param("list_contacts", {"page": True}, id="bool-as-integer"),
     pytest.param("list_contacts", {"page": "2"}, id="numeric-string-as-integer"),
@@ -286,11 +286,6 @@ def test_a_number_is_not_accepted_as_a_date_time(fuzz_session: FuzzSession) -> N
     assert fuzz_session.tenant.requests == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="finding F1 (kept by decision): MCPServer validates arguments with pydantic in lax mode, so "
-    "convertible inputs the published schema rejects are converted and sent upstream",
-)
 @pytest.mark.parametrize(("tool", "args"), LAX_INPUTS)
 def test_inputs_the_schema_rejects_never_reach_upstream_even_when_convertible(
     fuzz_session: FuzzSession, tool: str, args: dict[str, Any]
@@ -298,7 +293,10 @@ def test_inputs_the_schema_rejects_never_reach_upstream_even_when_convertible(
     assert schema_errors(fuzz_session.schemas[tool], args), "the schema should reject this input"
     fuzz_session.tenant.reset_requests()
     result = fuzz_session.portal.call(_call, fuzz_session.client, tool, args)
-    assert result.is_error
+    assert result.is_error and error_code(result) == "validation"
+    (name,) = args
+    assert f"{name}: got " in result_text(result), result_text(result)
+    assert "not a string" in result_text(result)
     assert fuzz_session.tenant.requests == []
 
 

@@ -253,9 +253,11 @@ def test_the_catch_up_prompt_declares_its_arguments_and_keeps_sending_a_separate
     assert meta["description"]
     arguments = {a["name"]: a for a in meta["arguments"]}
     assert set(arguments) == {"since"}
-    assert arguments["since"]["required"] is True and arguments["since"]["description"]
+    # Optional since issue #11: without it the server computes "24 hours ago" (klink_mcp.prompt_templates).
+    assert arguments["since"]["required"] is False and arguments["since"]["description"]
+    assert arguments["since"]["format"] == "date-time" and arguments["since"]["default"] == "@now-24h"
     assert "{since}" in body
     placeholders = {part.split("}", 1)[0] for part in body.split("{")[1:]}
-    assert placeholders == {"since"}
+    assert placeholders == {"since", "since|json", "^since", "/since"}
     assert "list_recent_events" in body and "message.inbound" in body
     assert "Do NOT call `send_message`" in body
