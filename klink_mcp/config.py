@@ -104,6 +104,9 @@ class Settings(BaseModel):
     events_db: Path | None = None
     events_retention: int = Field(default=10_000, ge=10)
 
+    # Shared store (klink_mcp.store): postgresql://... for replicas; unset = the embedded SQLite file
+    database_url: SecretStr | None = None
+
     # HTTP transport of the MCP server
     http_auth_token: SecretStr | None = None
 
@@ -148,6 +151,8 @@ _ENV_KEYS: dict[str, str] = {
     "KLINK_WEBHOOK_MAX_BODY": "webhook_max_body_bytes",
     "KLINK_EVENTS_DB": "events_db",
     "KLINK_EVENTS_RETENTION": "events_retention",
+    # Shared store
+    "KLINK_DATABASE_URL": "database_url",
     "KLINK_HTTP_AUTH_TOKEN": "http_auth_token",
 }
 _LIST_FIELDS = {"toolsets", "confirm_tools"}

@@ -1,0 +1,534 @@
+"""The PostgreSQL store: what several klink-mcp replicas share (psycopg 3, async pool).
+
+- Writes go through `psycopg_pool.AsyncConnectionPool` (autocommit connections; explicit
+  transactions where two statements must commit together).
+- Single use is decided by PostgreSQL: `INSERT ... ON CONFLICT DO NOTHING` for nonces and events,
+  `UPDATE ... WHERE state = ... RETURNING` for approvals. Never read-then-write.
+- Fan-out: `publish` is `pg_notify('klink_<topic>', json)`; one dedicated connection per store
+  LISTENs on every topic and hands notifications to local subscribers. A decision on an approval
+  notifies in the same transaction (delivered at commit, never before). If that connection drops
+  it reconnects with backoff; notifications sent meanwhile are lost (they are cues: the rows hold
+  the truth, and `wait_approval` re-reads on a slow poll as a safety net).
+- Migrations are applied at open under an advisory lock (see `migrations.py`).
+
+The connection URL may hold a password: it is never logged or put in an error; `redact_url` gives
+the printable form. This module must not log record bodies or import `mcp`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Mapping
+from contextlib import AbstractAsyncContextManager
+from datetime import UTC, datetime, timedelta
+from typing import Any, Final
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+from psycopg.types.json import Jsonb
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
+
+from klink_mcp.store.base import (
+    TOPICS,
+    ApprovalExists,
+    ApprovalRecord,
+    AuditRecord,
+    EventLog,
+    LocalBus,
+    Notification,
+    Store,
+    Subscription,
+    Topic,
+    as_utc,
+    check_payload,
+    utcnow,
+)
+from klink_mcp.store.migrations import migrate_postgres
+from klink_mcp.webhooks.events import KlinkEvent, parse_event
+from klink_mcp.webhooks.store import DEFAULT_RETENTION, StoredEvent, StoreError
+
+__all__ = ["PostgresEventLog", "PostgresStore", "redact_url"]
+
+logger = logging.getLogger(__name__)
+
+_CHANNEL_PREFIX: Final = "klink_"
+_EVENT_COLUMNS: Final = "id, event, ts, contact_id, received_at, data"
+_APPROVAL_COLUMNS: Final = (
+    "id, state, body, created_at, expires_at, decided_at, decided_by, extra, consumed_at"
+)
+# Expired nonces are deleted this long after expiry, every _NONCE_PURGE_EVERY consumptions.
+_NONCE_GRACE: Final = timedelta(minutes=1)
+_NONCE_PURGE_EVERY: Final = 500
+
+
+def redact_url(url: str) -> str:
+    """`url` with any password replaced by `***` (safe to log)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparseable database URL>"
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    user = parts.username or ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    return None if value is None else value.astimezone(UTC)
+
+
+def _event_row(row: tuple[Any, ...]) -> StoredEvent:
+    event_id, event, ts, contact_id, received_at, data = row
+    return StoredEvent(
+        id=int(event_id),
+        event=str(event),
+        timestamp=ts.astimezone(UTC),
+        contact_id=contact_id,
+        received_at=received_at.astimezone(UTC),
+        data=data,
+    )
+
+
+def _approval_row(row: tuple[Any, ...], now: datetime) -> ApprovalRecord:
+    id_, state, body, created_at, expires_at, decided_at, decided_by, extra, consumed_at = row
+    expires = expires_at.astimezone(UTC)
+    if state in ("pending", "approved") and expires <= now:
+        state = "expired"
+    return ApprovalRecord(
+        id=id_,
+        state=state,
+        body=body,
+        created_at=created_at.astimezone(UTC),
+        expires_at=expires,
+        decided_at=_utc(decided_at),
+        decided_by=decided_by,
+        extra=extra,
+        consumed_at=_utc(consumed_at),
+    )
+
+
+def _jsonb(value: Mapping[str, Any] | None, what: str) -> Jsonb | None:
+    if value is None:
+        return None
+    try:
+        json.dumps(dict(value), allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{what} is not JSON-serialisable: {exc}") from None
+    return Jsonb(dict(value))
+
+
+class PostgresEventLog:
+    """`EventLog` in PostgreSQL: deduplicated by a UNIQUE key, bounded by retention.
+
+    Ids come from an identity column: they only grow, but concurrent writers may commit them out
+    of order, so `after(cursor)` can miss a row that commits late. Replicas learn about new events
+    from the `events` notification instead (see `EventHub(..., fanout=store)`).
+    """
+
+    def __init__(self, store: PostgresStore, retention: int) -> None:
+        self._store = store
+        self._retention = retention
+        self._prune_every = max(1, min(100, retention // 100))
+        self._since_prune = 0
+
+    @property
+    def path(self) -> str:
+        return redact_url(self._store.url)
+
+    async def connect(self) -> None:
+        await self._store.open()
+
+    async def add(self, event: KlinkEvent | Mapping[str, Any]) -> tuple[bool, StoredEvent]:
+        parsed = event if isinstance(event, KlinkEvent) else parse_event(event)
+        pool = self._store.pool()
+        select = f"SELECT {_EVENT_COLUMNS} FROM klink_events WHERE dedupe_key = %s"  # noqa: S608
+        try:
+            async with pool.connection() as conn:
+                for _ in range(3):
+                    # Look first: a redelivery (the common duplicate) then burns no identity value.
+                    row = await (await conn.execute(select.encode(), (parsed.dedupe_key,))).fetchone()
+                    if row is not None:
+                        return False, _event_row(row)
+                    cur = await conn.execute(
+                        "INSERT INTO klink_events (dedupe_key, event, ts, contact_id, received_at, data)"  # noqa: S608 - constant SQL, values bound
+                        " VALUES (%s, %s, %s, %s, %s, %s)"
+                        f" ON CONFLICT (dedupe_key) DO NOTHING RETURNING {_EVENT_COLUMNS}".encode(),
+                        (
+                            parsed.dedupe_key,
+                            parsed.event,
+                            parsed.timestamp,
+                            parsed.contact_id,
+                            utcnow(),
+                            Jsonb(parsed.data),
+                        ),
+                    )
+                    row = await cur.fetchone()
+                    if row is not None:
+                        await self._maybe_prune(conn)
+                        return True, _event_row(row)
+                    # Another replica inserted it between our look and our insert: read theirs.
+                raise StoreError("the events table kept changing under a redelivery; retry")
+        except psycopg.Error as exc:
+            raise StoreError(f"events database error: {type(exc).__name__}") from exc
+
+    async def _maybe_prune(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        self._since_prune += 1
+        if self._since_prune < self._prune_every:
+            return
+        self._since_prune = 0
+        await conn.execute(
+            "DELETE FROM klink_events WHERE id <="
+            " (SELECT id FROM klink_events ORDER BY id DESC LIMIT 1 OFFSET %s)",
+            (self._retention,),
+        )
+
+    async def _fetch(self, sql: str, params: list[Any]) -> list[tuple[Any, ...]]:
+        try:
+            async with self._store.pool().connection() as conn:
+                return await (await conn.execute(sql.encode(), params)).fetchall()
+        except psycopg.Error as exc:
+            raise StoreError(f"events database error: {type(exc).__name__}") from exc
+
+    @staticmethod
+    def _where(
+        event_type: str | None, contact_id: str | None, since: datetime | None
+    ) -> tuple[str, list[Any]]:
+        clauses: list[str] = []
+        params: list[Any] = []
+        if event_type is not None:
+            clauses.append("event = %s")
+            params.append(event_type)
+        if contact_id is not None:
+            clauses.append("contact_id = %s")
+            params.append(contact_id)
+        if since is not None:
+            clauses.append("ts >= %s")
+            params.append(as_utc(since))
+        return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
+
+    async def recent(
+        self,
+        *,
+        event_type: str | None = None,
+        contact_id: str | None = None,
+        since: datetime | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> list[StoredEvent]:
+        if limit < 1 or offset < 0:
+            raise ValueError("limit must be >= 1 and offset >= 0")
+        where, params = self._where(event_type, contact_id, since)
+        rows = await self._fetch(
+            f"SELECT {_EVENT_COLUMNS} FROM klink_events{where} ORDER BY id DESC LIMIT %s OFFSET %s",  # noqa: S608
+            [*params, limit, offset],
+        )
+        return [_event_row(r) for r in rows]
+
+    async def count(
+        self, *, event_type: str | None = None, contact_id: str | None = None, since: datetime | None = None
+    ) -> int:
+        where, params = self._where(event_type, contact_id, since)
+        rows = await self._fetch(f"SELECT COUNT(*) FROM klink_events{where}", params)  # noqa: S608
+        return int(rows[0][0])
+
+    async def after(self, last_id: int, *, limit: int = 500) -> list[StoredEvent]:
+        rows = await self._fetch(
+            f"SELECT {_EVENT_COLUMNS} FROM klink_events WHERE id > %s ORDER BY id ASC LIMIT %s",  # noqa: S608
+            [last_id, limit],
+        )
+        return [_event_row(r) for r in rows]
+
+    async def max_id(self) -> int:
+        rows = await self._fetch("SELECT COALESCE(MAX(id), 0) FROM klink_events", [])
+        return int(rows[0][0])
+
+    async def close(self) -> None:
+        await self._store.close()
+
+
+class PostgresStore(Store):
+    """`Store` on PostgreSQL. Each instance is one replica's view: a pool plus one LISTEN connection."""
+
+    kind = "postgresql"
+    approval_poll_s = 5.0  # safety net for notifications lost while the listener reconnects
+    shares_across_processes = True
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        retention: int = DEFAULT_RETENTION,
+        min_size: int = 1,
+        max_size: int = 10,
+        connect_timeout_s: float = 10.0,
+    ) -> None:
+        """Raises:
+        ValueError: `retention` < 1 or pool sizes out of order.
+        """
+        super().__init__()
+        if retention < 1:
+            raise ValueError("retention must be at least 1")
+        if not 1 <= min_size <= max_size:
+            raise ValueError("need 1 <= min_size <= max_size")
+        self.url = url
+        self._min_size = min_size
+        self._max_size = max_size
+        self._connect_timeout_s = connect_timeout_s
+        self._pool: AsyncConnectionPool[psycopg.AsyncConnection[Any]] | None = None
+        self._bus = LocalBus()
+        self._listener: asyncio.Task[None] | None = None
+        self._listening = asyncio.Event()
+        self._events = PostgresEventLog(self, retention)
+        self._open_lock = asyncio.Lock()
+        self._closed = False
+        self._nonces_since_purge = 0
+
+    def __repr__(self) -> str:
+        return f"PostgresStore({redact_url(self.url)!r})"
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def pool(self) -> AsyncConnectionPool[psycopg.AsyncConnection[Any]]:
+        """The open pool.
+
+        Raises:
+            StoreError: the store is not open (or closed).
+        """
+        if self._pool is None or self._closed:
+            raise StoreError("the store is not open" if not self._closed else "the store is closed")
+        return self._pool
+
+    async def open(self) -> None:
+        async with self._open_lock:
+            if self._closed:
+                raise StoreError("the store is closed")
+            if self._pool is not None:
+                return
+            pool: AsyncConnectionPool[psycopg.AsyncConnection[Any]] = AsyncConnectionPool(
+                self.url,
+                min_size=self._min_size,
+                max_size=self._max_size,
+                kwargs={"autocommit": True},
+                open=False,
+                timeout=self._connect_timeout_s,
+                name="klink-store",
+            )
+            try:
+                await pool.open(wait=True, timeout=self._connect_timeout_s)
+                async with pool.connection() as conn:
+                    await migrate_postgres(conn)
+            except (PoolTimeout, psycopg.Error) as exc:
+                await pool.close()
+                raise StoreError(
+                    f"cannot open the store at {redact_url(self.url)}: {type(exc).__name__}"
+                    " (is PostgreSQL running and the URL right?)"
+                ) from exc
+            except BaseException:
+                await pool.close()
+                raise
+            self._pool = pool
+            self._listener = asyncio.create_task(self._listen(), name="klink-store-listener")
+            try:
+                await asyncio.wait_for(self._listening.wait(), self._connect_timeout_s)
+            except TimeoutError:
+                await self._shutdown()
+                raise StoreError(
+                    f"cannot LISTEN on {redact_url(self.url)} within {self._connect_timeout_s:g}s"
+                ) from None
+
+    async def _listen(self) -> None:
+        delay = 0.1
+        while True:
+            try:
+                conn = await psycopg.AsyncConnection.connect(
+                    self.url, autocommit=True, connect_timeout=max(1, int(self._connect_timeout_s))
+                )
+                async with conn:
+                    for topic in TOPICS:
+                        await conn.execute(f"LISTEN {_CHANNEL_PREFIX}{topic}".encode())
+                    self._listening.set()
+                    delay = 0.1
+                    async for note in conn.notifies():
+                        self._dispatch(note.channel, note.payload)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # keep listening: a restart of PostgreSQL must not end fan-out
+                self._listening.clear()
+                logger.warning(
+                    "store notifications: connection to %s lost (%s); reconnecting in %.1fs",
+                    redact_url(self.url),
+                    type(exc).__name__,
+                    delay,
+                )
+            self._listening.clear()
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+    def _dispatch(self, channel: str, payload: str) -> None:
+        topic = channel.removeprefix(_CHANNEL_PREFIX)
+        if topic not in TOPICS:
+            return
+        try:
+            message = json.loads(payload)
+            note = Notification(topic, dict(message["p"]), str(message["o"]))  # type: ignore[arg-type]
+        except (ValueError, KeyError, TypeError):
+            logger.warning("ignoring a malformed notification on %s", channel)
+            return
+        self._bus.deliver(note)
+
+    async def _shutdown(self) -> None:
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            listener.cancel()
+            try:
+                await listener
+            except asyncio.CancelledError:
+                pass
+        self._bus.close()
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            await pool.close()
+
+    async def close(self) -> None:
+        async with self._open_lock:
+            self._closed = True
+            await self._shutdown()
+
+    async def ping(self) -> None:
+        try:
+            async with self.pool().connection() as conn:
+                await conn.execute("SELECT 1")
+        except psycopg.Error as exc:
+            raise StoreError(
+                f"the store at {redact_url(self.url)} does not answer: {type(exc).__name__}"
+            ) from exc
+        if not self._listening.is_set():
+            raise StoreError("the store's notification connection is reconnecting")
+
+    @property
+    def events(self) -> EventLog:
+        return self._events
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    async def _one(self, sql: str, params: tuple[Any, ...]) -> tuple[Any, ...] | None:
+        try:
+            async with self.pool().connection() as conn:
+                return await (await conn.execute(sql.encode(), params)).fetchone()
+        except psycopg.Error as exc:
+            raise StoreError(f"store database error: {type(exc).__name__}") from exc
+
+    # -- nonces ------------------------------------------------------------------------------
+
+    async def consume_nonce(self, nonce: str, expires_at: datetime) -> bool:
+        if not nonce:
+            raise ValueError("nonce must not be empty")
+        now = utcnow()
+        expires_at = as_utc(expires_at)
+        if expires_at <= now:
+            return False
+        row = await self._one(
+            "INSERT INTO klink_nonces (nonce, expires_at) VALUES (%s, %s)"
+            " ON CONFLICT (nonce) DO NOTHING RETURNING 1",
+            (nonce, expires_at),
+        )
+        self._nonces_since_purge += 1
+        if self._nonces_since_purge >= _NONCE_PURGE_EVERY:
+            self._nonces_since_purge = 0
+            await self._one(
+                "WITH gone AS (DELETE FROM klink_nonces WHERE expires_at < %s RETURNING 1)"
+                " SELECT COUNT(*) FROM gone",
+                (now - _NONCE_GRACE,),
+            )
+        return row is not None
+
+    # -- approvals ---------------------------------------------------------------------------
+
+    async def create_approval(self, id: str, body: dict[str, Any], expires_at: datetime) -> ApprovalRecord:
+        if not id:
+            raise ValueError("approval id must not be empty")
+        now = utcnow()
+        row = await self._one(
+            "INSERT INTO klink_approvals (id, state, body, created_at, expires_at)"  # noqa: S608 - constant SQL, values bound
+            " VALUES (%s, 'pending', %s, %s, %s)"
+            f" ON CONFLICT (id) DO NOTHING RETURNING {_APPROVAL_COLUMNS}",
+            (id, _jsonb(body, "approval body"), now, as_utc(expires_at)),
+        )
+        if row is None:
+            raise ApprovalExists(f"approval {id!r} already exists")
+        return _approval_row(row, now)
+
+    async def get_approval(self, id: str) -> ApprovalRecord | None:
+        row = await self._one(f"SELECT {_APPROVAL_COLUMNS} FROM klink_approvals WHERE id = %s", (id,))  # noqa: S608
+        return None if row is None else _approval_row(row, utcnow())
+
+    async def decide_approval(
+        self, id: str, approve: bool, decided_by: dict[str, Any], extra: dict[str, Any] | None = None
+    ) -> ApprovalRecord | None:
+        now = utcnow()
+        state = "approved" if approve else "declined"
+        who, more = _jsonb(decided_by, "decided_by"), _jsonb(extra, "extra")
+        message = json.dumps({"o": self.instance_id, "p": {"id": id, "state": state}})
+        try:
+            async with self.pool().connection() as conn, conn.transaction():
+                cur = await conn.execute(
+                    "UPDATE klink_approvals SET state = %s, decided_at = %s, decided_by = %s, extra = %s"  # noqa: S608 - constant SQL, values bound
+                    " WHERE id = %s AND state = 'pending' AND expires_at > %s"
+                    f" RETURNING {_APPROVAL_COLUMNS}".encode(),
+                    (state, now, who, more, id, now),
+                )
+                row = await cur.fetchone()
+                if row is not None:
+                    # Same transaction: waiters hear it only once the decision is committed.
+                    await conn.execute("SELECT pg_notify(%s, %s)", (f"{_CHANNEL_PREFIX}approvals", message))
+        except psycopg.Error as exc:
+            raise StoreError(f"store database error: {type(exc).__name__}") from exc
+        return None if row is None else _approval_row(row, now)
+
+    async def consume_approval(self, id: str) -> ApprovalRecord | None:
+        now = utcnow()
+        row = await self._one(
+            "UPDATE klink_approvals SET state = 'consumed', consumed_at = %s"  # noqa: S608 - constant SQL, values bound
+            f" WHERE id = %s AND state = 'approved' AND expires_at > %s RETURNING {_APPROVAL_COLUMNS}",
+            (now, id, now),
+        )
+        return None if row is None else _approval_row(row, now)
+
+    # -- audit -------------------------------------------------------------------------------
+
+    async def append_audit(self, record: Mapping[str, Any]) -> AuditRecord:
+        body = _jsonb(record, "audit record")
+        row = await self._one(
+            "INSERT INTO klink_audit (at, record) VALUES (%s, %s) RETURNING id, at, record",
+            (utcnow(), body),
+        )
+        assert row is not None  # an INSERT ... RETURNING always returns its row
+        return AuditRecord(id=int(row[0]), at=row[1].astimezone(UTC), record=row[2])
+
+    async def recent_audit(self, limit: int = 50) -> list[AuditRecord]:
+        if limit < 1:
+            raise ValueError("limit must be >= 1")
+        try:
+            async with self.pool().connection() as conn:
+                cur = await conn.execute(
+                    "SELECT id, at, record FROM klink_audit ORDER BY id DESC LIMIT %s", (limit,)
+                )
+                rows = await cur.fetchall()
+        except psycopg.Error as exc:
+            raise StoreError(f"store database error: {type(exc).__name__}") from exc
+        return [AuditRecord(id=int(r[0]), at=r[1].astimezone(UTC), record=r[2]) for r in rows]
+
+    # -- fan-out -----------------------------------------------------------------------------
+
+    async def publish(self, topic: Topic, payload: Mapping[str, Any]) -> None:
+        check_payload(topic, payload)
+        message = json.dumps({"o": self.instance_id, "p": dict(payload)}, separators=(",", ":"))
+        await self._one("SELECT pg_notify(%s, %s)", (f"{_CHANNEL_PREFIX}{topic}", message))
+
+    def subscribe(self, topic: Topic) -> AbstractAsyncContextManager[Subscription]:
+        return self._bus.subscribe(topic)
