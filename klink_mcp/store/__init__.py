@@ -109,8 +109,8 @@ async def open_store(settings: Settings) -> AsyncIterator[Store]:
             this program.
     """
     store = create_store(settings)
-    await store.open()
     try:
+        await store.open()
         yield store
     finally:
         await store.close()

@@ -90,7 +90,9 @@ class PostgresCluster:
             try:
                 pw = pwd.getpwnam("postgres")
             except KeyError:
-                raise RuntimeError("running as root and there is no 'postgres' user to run PostgreSQL") from None
+                raise RuntimeError(
+                    "running as root and there is no 'postgres' user to run PostgreSQL"
+                ) from None
             os.chown(self.root, pw.pw_uid, pw.pw_gid)
             runuser = shutil.which("runuser") or shutil.which("setpriv")
             if runuser is None:
@@ -134,7 +136,11 @@ class PostgresCluster:
             if done.returncode == 0:
                 self._running = True
                 return
-        log = (self.root / "server.log").read_text(errors="replace")[-2000:] if (self.root / "server.log").exists() else ""
+        log = (
+            (self.root / "server.log").read_text(errors="replace")[-2000:]
+            if (self.root / "server.log").exists()
+            else ""
+        )
         raise RuntimeError(f"pg_ctl start failed: {done.stderr.strip()[-1000:]} {log}")
 
     def create_database(self, name: str) -> str:
@@ -148,7 +154,9 @@ class PostgresCluster:
     def stop(self) -> None:
         try:
             if self._running:
-                self._run(str(self.bin_dir / "pg_ctl"), "-D", str(self.data_dir), "-m", "immediate", "-w", "stop")
+                self._run(
+                    str(self.bin_dir / "pg_ctl"), "-D", str(self.data_dir), "-m", "immediate", "-w", "stop"
+                )
                 self._running = False
         finally:
             shutil.rmtree(self.root, ignore_errors=True)

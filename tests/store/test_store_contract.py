@@ -166,7 +166,9 @@ async def test_fifty_concurrent_consumers_of_one_approval_have_exactly_one_winne
     assert winners[0].state == "consumed"
 
 
-async def test_concurrent_deciders_have_exactly_one_winner_and_the_record_says_which(replicas: Replicas) -> None:
+async def test_concurrent_deciders_have_exactly_one_winner_and_the_record_says_which(
+    replicas: Replicas,
+) -> None:
     stores = [await replicas(), await replicas()]
     approval = new_id()
     await stores[0].create_approval(approval, {}, later())
@@ -325,7 +327,9 @@ async def test_audit_records_from_all_replicas_read_back_newest_first(replicas: 
 # -- fan-out --------------------------------------------------------------------------------
 
 
-async def test_a_notification_published_by_one_replica_reaches_subscribers_of_both(replicas: Replicas) -> None:
+async def test_a_notification_published_by_one_replica_reaches_subscribers_of_both(
+    replicas: Replicas,
+) -> None:
     publisher, listener = await replicas(), await replicas()
     with anyio.fail_after(10):
         async with (
