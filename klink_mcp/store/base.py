@@ -25,7 +25,7 @@ import logging
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import TracebackType
@@ -375,6 +375,15 @@ class Store(ABC):
                         if note.payload.get("id") == id:
                             break
 
+    @abstractmethod
+    async def purge(self, *, keep_s: float = 86_400.0) -> int:
+        """Delete nonces past their expiry and approvals that expired more than `keep_s` ago
+        (decided or not); returns how many rows went. Safe to run on every replica.
+
+        Raises:
+            StoreError: the database cannot be written.
+        """
+
     # -- audit -------------------------------------------------------------------------------
 
     @abstractmethod
@@ -407,10 +416,10 @@ class Store(ABC):
         """
 
     @abstractmethod
-    def subscribe(self, topic: Topic) -> Any:
+    def subscribe(self, topic: Topic) -> AbstractAsyncContextManager[Subscription]:
         """`async with store.subscribe(topic) as sub: async for note in sub: ...`
 
-        Returns an async context manager yielding a `Subscription`.
+        Subscribe before the event you wait for can happen: nothing is replayed.
 
         Raises:
             ValueError: unknown topic.

@@ -14,7 +14,7 @@ from collections import OrderedDict
 from collections.abc import Mapping
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from klink_mcp.store.base import (
@@ -256,6 +256,19 @@ class MemoryStore(Store):
         consumed = replace(record, state="consumed", consumed_at=now)
         self.database.approvals[id] = consumed
         return consumed
+
+    async def purge(self, *, keep_s: float = 86_400.0) -> int:
+        self._check()
+        now = utcnow()
+        cutoff = now - timedelta(seconds=keep_s)
+        db = self.database
+        nonces = [k for k, exp in db.nonces.items() if exp <= now]
+        approvals = [k for k, r in db.approvals.items() if r.expires_at < cutoff]
+        for key in nonces:
+            del db.nonces[key]
+        for key in approvals:
+            del db.approvals[key]
+        return len(nonces) + len(approvals)
 
     def _notify_approval(self, id: str, state: str) -> None:
         self.database.bus.deliver(Notification("approvals", {"id": id, "state": state}, self.instance_id))

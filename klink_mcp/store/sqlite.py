@@ -21,7 +21,7 @@ import threading
 import weakref
 from collections.abc import Callable, Mapping
 from contextlib import AbstractAsyncContextManager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Final, TypeVar
 
 import anyio
@@ -315,6 +315,19 @@ class SQLiteStore(Store):
             (_text(now), id, _text(now)),
         )
         return None if row is None else _approval(row, now)
+
+    async def purge(self, *, keep_s: float = 86_400.0) -> int:
+        now = utcnow()
+        cutoff = now - timedelta(seconds=keep_s)
+
+        def delete(conn: sqlite3.Connection) -> int:
+            gone = conn.execute("DELETE FROM klink_nonces WHERE expires_at <= ?", (_text(now),)).rowcount
+            gone += conn.execute(
+                "DELETE FROM klink_approvals WHERE expires_at < ?", (_text(cutoff),)
+            ).rowcount
+            return int(gone)
+
+        return await self._call(lambda s: s.write(delete))
 
     # -- audit -------------------------------------------------------------------------------
 

@@ -69,6 +69,7 @@ class PostgresCluster:
     bin_dir: Path
     root: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="klink-pg-")))
     port: int = 0
+    durable: bool = False  # fsync on (benchmarks that want real commit costs); off for tests
     _as_user: list[str] = field(default_factory=list)
     _running: bool = False
 
@@ -116,10 +117,9 @@ class PostgresCluster:
             raise RuntimeError(f"initdb failed: {done.stderr.strip()[-2000:]}")
         for _attempt in range(3):  # the free port can be taken between choosing and binding it
             self.port = _free_port()
-            options = (
-                f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.root}"
-                " -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
-            )
+            options = f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.root} -c max_connections=200"
+            if not self.durable:
+                options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
             done = self._run(
                 str(self.bin_dir / "pg_ctl"),
                 "-D",
@@ -162,7 +162,7 @@ class PostgresCluster:
             shutil.rmtree(self.root, ignore_errors=True)
 
 
-def start_cluster() -> PostgresCluster:
+def start_cluster(*, durable: bool = False) -> PostgresCluster:
     """Start a cluster, or skip/fail the calling test as `skip_or_fail` says."""
     bin_dir = find_pg_bin()
     if bin_dir is None:
@@ -172,7 +172,7 @@ def start_cluster() -> PostgresCluster:
         import psycopg  # noqa: F401
     except ImportError:
         skip_or_fail("psycopg is not installed (pip install -e '.[dev]')")
-    cluster = PostgresCluster(bin_dir)
+    cluster = PostgresCluster(bin_dir, durable=durable)
     try:
         cluster.start()
     except BaseException:

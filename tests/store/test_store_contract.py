@@ -394,3 +394,31 @@ async def test_a_closed_store_refuses_calls(replicas: Replicas) -> None:
         await store.consume_nonce("n", later())
     with pytest.raises(StoreError):
         await store.get_approval("x")
+
+
+async def test_many_writers_on_two_replicas_store_each_event_exactly_once(replicas: Replicas) -> None:
+    stores = [await replicas(), await replicas()]
+    # 300 adds of 100 distinct events: every event delivered three times, to both replicas at once.
+    results = await race(300, stores, lambda s, i: s.events.add(event_dict(n=i % 100)))
+    firsts = [row for stored, row in results if stored]
+    assert len(firsts) == 100
+    assert len({row.id for row in firsts}) == 100
+    by_contact = {row.contact_id: row.id for _, row in results if row.contact_id is not None}
+    assert len(by_contact) == 100
+    for _, row in results:
+        assert by_contact[row.contact_id] == row.id  # every redelivery got the first row's id
+    assert await stores[1].events.count() == 100
+
+
+async def test_purge_drops_spent_nonces_and_long_expired_approvals_only(replicas: Replicas) -> None:
+    store = await replicas()
+    assert await store.consume_nonce("live", later())
+    await store.create_approval("old", {}, datetime.now(UTC) - timedelta(hours=2))
+    await store.create_approval("recent", {}, datetime.now(UTC) - timedelta(seconds=1))
+    await store.create_approval("open", {}, later())
+    assert await store.purge(keep_s=3600) == 1
+    assert await store.get_approval("old") is None
+    recent = await store.get_approval("recent")
+    assert recent is not None and recent.state == "expired"
+    assert await store.get_approval("open") is not None
+    assert not await store.consume_nonce("live", later())  # still remembered: not expired
