@@ -188,7 +188,7 @@ class PostgresEventLog:
             StoreError: the database cannot be written.
         """
         parsed = event if isinstance(event, KlinkEvent) else parse_event(event)
-        self._store.pool()  # fail now if the store is not open
+        await self._store.ready_pool()  # open on first use; fail now if closed or unreachable
         waiter = _Waiter(parsed)
         self._pending.append(waiter)
         try:
@@ -230,6 +230,8 @@ class PostgresEventLog:
                 w.error = message
         finally:
             for w in batch:
+                if w.result is None and w.error is None:  # an unexpected failure: still answer everyone
+                    w.error = "the events store failed while storing this batch"
                 w.done = True
                 w.finished.set()
 
@@ -240,7 +242,7 @@ class PostgresEventLog:
         unique = sorted({e.dedupe_key: e for e in events}.values(), key=lambda e: e.dedupe_key)
         keys = [e.dedupe_key for e in unique]
         results: dict[str, tuple[bool, StoredEvent]] = {}
-        pool = self._store.pool()
+        pool = await self._store.ready_pool()
         for attempt in range(3):
             try:
                 async with pool.connection() as conn, conn.transaction():
@@ -289,7 +291,7 @@ class PostgresEventLog:
 
     async def _fetch(self, sql: str, params: list[Any]) -> list[tuple[Any, ...]]:
         try:
-            async with self._store.pool().connection() as conn:
+            async with (await self._store.ready_pool()).connection() as conn:
                 return await (await conn.execute(sql.encode(), params)).fetchall()
         except psycopg.Error as exc:
             raise StoreError(f"events database error: {type(exc).__name__}") from exc
@@ -403,6 +405,16 @@ class PostgresStore(Store):
             raise StoreError("the store is not open" if not self._closed else "the store is closed")
         return self._pool
 
+    async def ready_pool(self) -> AsyncConnectionPool[psycopg.AsyncConnection[Any]]:
+        """The pool, opening the store first if needed (like `EventStore`, opened on first use).
+
+        Raises:
+            StoreError: closed, or cannot be opened.
+        """
+        if self._pool is None or self._closed:
+            await self.open()
+        return self.pool()
+
     async def open(self) -> None:
         async with self._open_lock:
             if self._closed:
@@ -504,7 +516,7 @@ class PostgresStore(Store):
 
     async def ping(self) -> None:
         try:
-            async with self.pool().connection() as conn:
+            async with (await self.ready_pool()).connection() as conn:
                 await conn.execute("SELECT 1")
         except psycopg.Error as exc:
             raise StoreError(
@@ -521,7 +533,7 @@ class PostgresStore(Store):
 
     async def _one(self, sql: str, params: tuple[Any, ...]) -> tuple[Any, ...] | None:
         try:
-            async with self.pool().connection() as conn:
+            async with (await self.ready_pool()).connection() as conn:
                 return await (await conn.execute(sql.encode(), params)).fetchone()
         except psycopg.Error as exc:
             raise StoreError(f"store database error: {type(exc).__name__}") from exc
@@ -578,7 +590,7 @@ class PostgresStore(Store):
         who, more = _jsonb(decided_by, "decided_by"), _jsonb(extra, "extra")
         message = json.dumps({"o": self.instance_id, "p": {"id": id, "state": state}})
         try:
-            async with self.pool().connection() as conn, conn.transaction():
+            async with (await self.ready_pool()).connection() as conn, conn.transaction():
                 cur = await conn.execute(
                     "UPDATE klink_approvals SET state = %s, decided_at = %s, decided_by = %s, extra = %s"  # noqa: S608 - constant SQL, values bound
                     " WHERE id = %s AND state = 'pending' AND expires_at > %s"
@@ -627,7 +639,7 @@ class PostgresStore(Store):
         if limit < 1:
             raise ValueError("limit must be >= 1")
         try:
-            async with self.pool().connection() as conn:
+            async with (await self.ready_pool()).connection() as conn:
                 cur = await conn.execute(
                     "SELECT id, at, record FROM klink_audit ORDER BY id DESC LIMIT %s", (limit,)
                 )

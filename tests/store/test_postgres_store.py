@@ -31,3 +31,22 @@ async def test_fan_out_resumes_after_the_listening_connection_is_killed(postgres
             await listener.ping()  # the readiness probe agrees: the listener is back
         assert received.payload == {"try": 1}
         assert received.origin == publisher.instance_id
+
+
+async def test_a_store_built_synchronously_opens_on_first_use_like_the_sqlite_event_store(
+    postgres_url: str,
+) -> None:
+    from klink_mcp.config import load_settings
+    from klink_mcp.store import create_store
+    from klink_mcp.webhooks.hub import EventHub
+    from tests.webhooks._support import event_dict
+
+    store = create_store(load_settings(env={"KLINK_DATABASE_URL": postgres_url}))  # no I/O yet
+    hub = EventHub(store.events, fanout=store)  # what build_server can do before its lifespan
+    try:
+        with anyio.fail_after(20):
+            stored, row = await hub.ingest(event_dict(n=1))
+        assert stored and row.id >= 1
+        assert await store.events.count() == 1
+    finally:
+        await store.close()
