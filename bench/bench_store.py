@@ -68,8 +68,15 @@ async def bench_events(label: str, store: Store, events: int, writer_counts: lis
     for writers in writer_counts:
         run = f"{label}-{writers}-{time.monotonic_ns()}"
         parsed[:] = [parse_event(make_event(run, n)) for n in range(events)]  # parse outside the timing
+        before = (getattr(store.events, "batches", 0), getattr(store.events, "batched", 0))
         rate = await timed(events, writers, add)
-        print(f"  {label:<28} {writers:>3} writers: {rate:8.0f} events/s  ({events} events)")
+        batches = getattr(store.events, "batches", 0) - before[0]
+        mean = (
+            f", {(getattr(store.events, 'batched', 0) - before[1]) / batches:.1f} per commit"
+            if batches
+            else ""
+        )
+        print(f"  {label:<28} {writers:>3} writers: {rate:8.0f} events/s  ({events} events{mean})")
     # redeliveries: the same events again
     rate = await timed(events, writer_counts[-1], add)
     print(f"  {label:<28} {writer_counts[-1]:>3} writers: {rate:8.0f} redeliveries/s (deduplicated)")

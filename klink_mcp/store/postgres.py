@@ -168,6 +168,8 @@ class PostgresEventLog:
         self._since_prune = 0
         self._pending: list[_Waiter] = []
         self._flushers = anyio.Semaphore(flushers)
+        self.batches = 0  # transactions written by add (with `batched`: the mean batch size, for benchmarks)
+        self.batched = 0
 
     @property
     def path(self) -> str:
@@ -212,6 +214,8 @@ class PostgresEventLog:
         batch, self._pending = self._pending[:_MAX_BATCH], self._pending[_MAX_BATCH:]
         for w in batch:
             w.taken = True
+        self.batches += 1
+        self.batched += len(batch)
         try:
             # Shielded: once the batch is sent it may commit, and its callers must learn the outcome.
             with anyio.CancelScope(shield=True):
