@@ -210,6 +210,16 @@ class Settings(BaseModel):
     )
     events_retention: int = Field(10_000, ge=10, **_doc("Webhook events kept."))
 
+    # Shared store (klink_mcp.store): postgresql://... for replicas; unset = the embedded SQLite file
+    database_url: SecretStr | None = Field(
+        None,
+        **_doc(
+            "Shared store for replicas: postgresql://user:pass@host/db (approvals, nonces, events, audit, "
+            "notifications); unset keeps the embedded SQLite file.",
+            "unset (SQLite)",
+        ),
+    )
+
     # HTTP transport of the MCP server
     http_auth_token: SecretStr | None = Field(
         None,
@@ -289,6 +299,15 @@ class Settings(BaseModel):
                 f"use {parts.scheme}://{parts.netloc}"
             )
         return value.strip()
+
+    @field_validator("database_url")
+    @classmethod
+    def _store_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            scheme = value.get_secret_value().split("://", 1)[0].lower()
+            if scheme not in ("postgresql", "postgres", "sqlite", "memory"):
+                raise ValueError("must start with postgresql://, sqlite:/// or memory://")
+        return value
 
     @field_validator("sandbox_fixture")
     @classmethod
@@ -375,6 +394,7 @@ _ENV_KEYS: dict[str, str] = {
     "KLINK_WEBHOOK_MAX_BODY": "webhook_max_body_bytes",
     "KLINK_EVENTS_DB": "events_db",
     "KLINK_EVENTS_RETENTION": "events_retention",
+    "KLINK_DATABASE_URL": "database_url",
     # HTTP transport of the MCP server
     "KLINK_HTTP_AUTH_TOKEN": "http_auth_token",
 }

@@ -34,6 +34,10 @@ PATHS = {"sandbox_fixture", "audit_log", "events_db"}  # covered with real files
 
 # A good value per setting, as TOML text and the value the model then holds (others: their default).
 GOOD: dict[str, tuple[str, Any]] = {
+    "database_url": (
+        '"postgresql://klink:pw@db.example.com/klink"',
+        SecretStr("postgresql://klink:pw@db.example.com/klink"),
+    ),
     "api_token": ('"tok-123"', SecretStr("tok-123")),
     "basic_user": ('"agent"', "agent"),
     "basic_password": ('"pw"', SecretStr("pw")),
@@ -304,6 +308,7 @@ def _bad_env_value(field: str) -> str | None:
         "http_auth_token": "s3cr3t-tiny",
         "webhook_header_name": "Not A Header",
         "sandbox_fixture": "/nope.json",
+        "database_url": "mysql://user:pw-canary@db/klink",
     }.get(field)
 
 

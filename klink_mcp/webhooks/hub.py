@@ -12,6 +12,12 @@ server answering). `EventHub.follow()` lets a process notify its subscribers abo
 *another* process stored, by polling the store's id cursor; events this hub ingested itself are
 never announced twice.
 
+Replicas on a shared store (`klink_mcp.store`, PostgreSQL): pass `fanout=store`. `ingest` then
+publishes `{"id": ...}` on the store's `events` topic after the commit, and `follow()` listens to
+that topic instead of polling (with concurrent writers, ids commit out of order, so a cursor could
+skip one). A notification missed while a replica's listener reconnects is not replayed: the event
+itself is stored, and every query reads the store.
+
 This module must not log event data (it is customer data) or import `mcp`.
 """
 
@@ -20,12 +26,15 @@ from __future__ import annotations
 import logging
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 
 from klink_mcp.webhooks.events import KlinkEvent, parse_event
-from klink_mcp.webhooks.store import EventStore, StoredEvent
+from klink_mcp.webhooks.store import StoredEvent
+
+if TYPE_CHECKING:
+    from klink_mcp.store.base import EventLog, Store
 
 __all__ = ["EventHub", "Subscriber"]
 
@@ -37,10 +46,13 @@ _REMEMBERED_IDS = 4096  # ids announced recently; only needed to stop follow() r
 
 
 class EventHub:
-    """An `EventStore` plus in-process publish/subscribe of newly stored events."""
+    """An event store (`EventStore` or any `EventLog`) plus publish/subscribe of newly stored events."""
 
-    def __init__(self, store: EventStore, *, notify_timeout_s: float = 5.0) -> None:
+    def __init__(
+        self, store: EventLog, *, notify_timeout_s: float = 5.0, fanout: Store | None = None
+    ) -> None:
         self._store = store
+        self._fanout = fanout
         self._notify_timeout_s = notify_timeout_s
         self._subscribers: dict[object, Subscriber] = {}
         self._announced: OrderedDict[int, None] = OrderedDict()
@@ -48,7 +60,7 @@ class EventHub:
         self._follow_lock = anyio.Lock()  # one catch_up at a time (the cursor)
 
     @property
-    def store(self) -> EventStore:
+    def store(self) -> EventLog:
         """The underlying store (for queries)."""
         return self._store
 
@@ -74,8 +86,16 @@ class EventHub:
         event = raw_event if isinstance(raw_event, KlinkEvent) else parse_event(raw_event)
         stored, row = await self._store.add(event)
         if stored and self._claim(row.id):
+            if self._fanout is not None:
+                await self._publish(self._fanout, row)
             await self._notify(row)
         return stored, row
+
+    async def _publish(self, fanout: Store, row: StoredEvent) -> None:
+        try:
+            await fanout.publish("events", {"id": row.id})
+        except Exception:  # the event is stored; other replicas only miss a cue
+            logger.exception("could not tell other replicas about event id=%s", row.id)
 
     def _claim(self, event_id: int) -> bool:
         """Whether the caller is the first to announce `event_id` (ingest and catch_up race for it).
@@ -133,8 +153,13 @@ class EventHub:
         """Poll the store forever, announcing events stored by other processes. Cancel to stop.
 
         A store error is logged and retried at the next poll: a locked or briefly unavailable
-        database must not end the follower.
+        database must not end the follower. With a `fanout` store whose notifications cross
+        processes (PostgreSQL), waits for its `events` notifications instead of polling
+        (`poll_interval_s` and `sleep` are then unused).
         """
+        if self._fanout is not None and self._fanout.shares_across_processes:
+            await self._follow_notifications(self._fanout)
+            return
         while True:
             try:
                 announced = await self.catch_up()
@@ -143,3 +168,17 @@ class EventHub:
                 announced = 0
             if announced == 0:
                 await sleep(poll_interval_s)
+
+    async def _follow_notifications(self, fanout: Store) -> None:
+        async with fanout.subscribe("events") as subscription:
+            async for note in subscription:
+                event_id = note.payload.get("id")
+                if not isinstance(event_id, int) or event_id in self._announced:
+                    continue  # ours (already announced) or not an event cue
+                try:
+                    rows = await self._store.after(event_id - 1, limit=1)
+                except Exception:  # keep following; this one cue is lost, the event is stored
+                    logger.exception("could not read announced event id=%s", event_id)
+                    continue
+                if rows and rows[0].id == event_id and self._claim(event_id):
+                    await self._notify(rows[0])

@@ -19,6 +19,9 @@ What it guarantees:
   Concurrent `add` calls are group-committed (one transaction and one thread hop per batch): per-call
   threads convoyed on the GIL behind a busy event loop and capped a loaded receiver at ~160 events/s.
 
+`EventStore` is the SQLite implementation of `klink_mcp.store.base.EventLog` (the shared store's
+event API; `SQLiteStore.events` is one); the memory and PostgreSQL stores offer the same API.
+
 The file is created `0600` in a `0700` directory: it holds customer data. `":memory:"` keeps
 everything in one private connection (tests). This module must not log event data or import `mcp`.
 """
