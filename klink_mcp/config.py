@@ -107,6 +107,17 @@ class Settings(BaseModel):
     # HTTP transport of the MCP server
     http_auth_token: SecretStr | None = None
 
+    # Team deployment: OAuth resource server, approval sign-in, operations (klink_mcp/auth, ops.py)
+    resource_url: str | None = None
+    oauth_issuer: str | None = None
+    oauth_jwks_url: str | None = None
+    oauth_audience: str | None = None
+    oauth_client_id: str | None = None
+    oauth_client_secret: SecretStr | None = None
+    four_eyes_tools: tuple[str, ...] = ()
+    log_format: Literal["text", "json"] = "text"
+    metrics_public: bool = False
+
     @property
     def uses_sandbox(self) -> bool:
         """True when requests go to the embedded tenant (asked for, or no API token is set)."""
@@ -149,9 +160,19 @@ _ENV_KEYS: dict[str, str] = {
     "KLINK_EVENTS_DB": "events_db",
     "KLINK_EVENTS_RETENTION": "events_retention",
     "KLINK_HTTP_AUTH_TOKEN": "http_auth_token",
+    # Team deployment: OAuth resource server, approval sign-in, operations
+    "KLINK_RESOURCE_URL": "resource_url",
+    "KLINK_OAUTH_ISSUER": "oauth_issuer",
+    "KLINK_OAUTH_JWKS_URL": "oauth_jwks_url",
+    "KLINK_OAUTH_AUDIENCE": "oauth_audience",
+    "KLINK_OAUTH_CLIENT_ID": "oauth_client_id",
+    "KLINK_OAUTH_CLIENT_SECRET": "oauth_client_secret",
+    "KLINK_FOUR_EYES_TOOLS": "four_eyes_tools",
+    "KLINK_LOG_FORMAT": "log_format",
+    "KLINK_METRICS_PUBLIC": "metrics_public",
 }
-_LIST_FIELDS = {"toolsets", "confirm_tools"}
-_BOOL_FIELDS = {"sandbox", "read_only", "audit_include_bodies"}
+_LIST_FIELDS = {"toolsets", "confirm_tools", "four_eyes_tools"}
+_BOOL_FIELDS = {"sandbox", "read_only", "audit_include_bodies", "metrics_public"}
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 
