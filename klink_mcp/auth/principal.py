@@ -24,6 +24,7 @@ from typing import Final, Literal
 
 from mcp.server.auth.middleware.auth_context import get_access_token
 from mcp.server.auth.provider import AccessToken
+from mcp.server.mcpserver.exceptions import ToolError
 
 __all__ = [
     "ALL_SCOPES",
@@ -60,8 +61,11 @@ _EFFECT_SCOPES: Final = (
 KEPT_CLAIMS: Final = ("iss", "sub", "name", "email", "preferred_username", "azp", "client_id")
 
 
-class InsufficientScope(PermissionError):
-    """The authenticated person lacks the scope an effect needs (the message says which)."""
+class InsufficientScope(ToolError):
+    """The authenticated person lacks the scope an effect needs (the message says which).
+
+    A `ToolError`, so raised in a tool it reaches the model as an error result it can relay.
+    """
 
     def __init__(self, scope: str, principal: Principal) -> None:
         held = ", ".join(sorted(principal.scopes)) or "none"
