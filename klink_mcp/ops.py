@@ -217,8 +217,18 @@ _http_requests = Counter(
 
 TOOL_OUTCOMES: Final = frozenset({"ok", "error", "refused", "exception", "cancelled"})
 APPROVAL_OUTCOMES: Final = frozenset({"granted", "denied", "expired", "replayed", "cancelled", "requested"})
+# The receiver's own answer codes (klink_mcp/webhooks/receiver.py), plus the two successes.
 WEBHOOK_RESULTS: Final = frozenset(
-    {"stored", "duplicate", "unauthorized", "too_large", "invalid", "timeout", "store_error"}
+    {
+        "stored",
+        "duplicate",
+        "unauthorized",
+        "bad_request",
+        "payload_too_large",
+        "request_timeout",
+        "disconnected",
+        "store_unavailable",
+    }
 )
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 _MAX_TOOL_LABELS: Final = 256
@@ -262,7 +272,7 @@ def observe_approval(outcome: str) -> None:
 
 
 def observe_webhook(result: str) -> None:
-    """Count one webhook delivery: stored, duplicate, unauthorized, too_large, invalid, timeout, store_error."""
+    """Count one webhook delivery by result: stored, duplicate, or the receiver's error code."""
     _webhooks.labels(result=_bounded(result, WEBHOOK_RESULTS)).inc()
 
 

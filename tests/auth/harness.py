@@ -27,11 +27,14 @@ class RecordingTransport(httpx2.AsyncBaseTransport):
     def __init__(self, inner: httpx2.AsyncBaseTransport) -> None:
         self.inner = inner
         self.seen: list[str] = []
+        self.refuse_with: int | None = None  # answer every request with this status instead
 
     async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
         body = await request.aread()
         headers = "\n".join(f"{k}: {v}" for k, v in request.headers.items())
         self.seen.append(f"{request.method} {request.url}\n{headers}\n\n{body.decode(errors='replace')}")
+        if self.refuse_with is not None:
+            return httpx2.Response(self.refuse_with, json={"message": "refused by the test"}, request=request)
         return await self.inner.handle_async_request(request)
 
 
