@@ -145,6 +145,7 @@ class IdentityProvider:
         self._metadata: ProviderMetadata | None = None
         self._keys: dict[str, jwt.PyJWK] = {}
         self._keys_at: float | None = None
+        self._tried_at: float | None = None
         self._lock = anyio.Lock()
 
     async def _get_json(self, url: str) -> dict[str, Any]:
@@ -211,22 +212,28 @@ class IdentityProvider:
     async def signing_key(self, kid: str) -> jwt.PyJWK:
         """The verification key with this key id; refetches the JWKS when the id is unknown.
 
+        Fetches are at most one per `JWKS_MIN_REFRESH_S`, successful or not, so neither made-up key
+        ids nor an unreachable IdP turn every request into a JWKS request. When a refresh fails,
+        keys already known keep working (an IdP outage does not lock everyone out).
+
         Raises:
             InvalidToken: no such key (after a refetch, rate-limited), or the JWKS cannot be fetched.
         """
         async with self._lock:
             now = self._clock()
-            stale = self._keys_at is None or now - self._keys_at > JWKS_CACHE_S
-            unknown_may_refresh = kid not in self._keys and (
-                self._keys_at is None or now - self._keys_at > JWKS_MIN_REFRESH_S
-            )
-            if stale or unknown_may_refresh:
+            due = self._keys_at is None or now - self._keys_at > JWKS_CACHE_S or kid not in self._keys
+            may_fetch = self._tried_at is None or now - self._tried_at > JWKS_MIN_REFRESH_S
+            if due and may_fetch:
+                self._tried_at = now
                 try:
                     await self._refresh_keys()
-                except httpx2.HTTPError as exc:
-                    raise InvalidToken(
-                        f"the identity provider's JWKS cannot be fetched: {type(exc).__name__}"
-                    ) from None
+                except (InvalidToken, httpx2.HTTPError, ValueError) as exc:
+                    reason = str(exc) if isinstance(exc, InvalidToken) else type(exc).__name__
+                    if kid not in self._keys:
+                        raise InvalidToken(
+                            f"the identity provider's keys cannot be fetched: {reason}"
+                        ) from None
+                    logger.warning("JWKS refresh failed (%s); still using the keys fetched before", reason)
             key = self._keys.get(kid)
         if key is None:
             raise InvalidToken("token signed with an unknown key")

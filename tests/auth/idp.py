@@ -64,6 +64,7 @@ class LocalIdP:
     )
     codes: dict[str, dict[str, Any]] = field(default_factory=dict)
     jwks_fetches: int = 0
+    jwks_down: bool = False  # the JWKS endpoint answers 503 (an IdP outage)
     token_requests: list[dict[str, str]] = field(default_factory=list)
 
     # ---------------------------------------------------------------- keys and tokens
@@ -145,6 +146,8 @@ class LocalIdP:
 
     async def jwks_endpoint(self, request: Request) -> Response:
         self.jwks_fetches += 1
+        if self.jwks_down:
+            return JSONResponse({"error": "temporarily_unavailable"}, 503)
         return JSONResponse(self.jwks())
 
     async def authorize(self, request: Request) -> Response:

@@ -257,6 +257,30 @@ async def test_the_rotated_key_is_fetched_when_the_cache_allows_a_refresh() -> N
         assert idp.jwks_fetches == 2
 
 
+async def test_known_keys_keep_working_through_an_idp_outage_and_unknown_ones_are_refused() -> None:
+    from klink_mcp.auth.resource_server import JWKS_CACHE_S, IdentityProvider, InvalidToken, JwtVerifier
+
+    now = [1000.0]
+    async with running_idp() as idp:
+        verifier = JwtVerifier(
+            IdentityProvider(idp.issuer, clock=lambda: now[0]), audience="https://klink.test/mcp"
+        )
+        await verifier.verify(idp.access_token("https://klink.test/mcp", ["klink:read"]))
+        idp.jwks_down = True
+        now[0] += JWKS_CACHE_S + 1  # the cache is stale: a refresh is attempted and fails
+        still = await verifier.verify(idp.access_token("https://klink.test/mcp", ["klink:read"]))
+        assert still.subject == "alice-sub" and idp.jwks_fetches == 2
+        new_key = _other_rsa()
+        t = int(time.time())
+        claims = {"iss": idp.issuer, "sub": "b", "aud": "https://klink.test/mcp", "iat": t, "exp": t + 60}
+        now[0] += 11
+        with pytest.raises(InvalidToken, match="cannot be fetched"):
+            await verifier.verify(idp.sign(claims, kid="rsa-9", key=new_key))
+        with pytest.raises(InvalidToken, match="unknown key"):  # within 10 s: no new fetch at all
+            await verifier.verify(idp.sign(claims, kid="rsa-10", key=new_key))
+        assert idp.jwks_fetches == 3
+
+
 def test_require_scope_without_an_authenticated_caller_allows_everything() -> None:
     # stdio and unauthenticated loopback HTTP: the one local user started the process.
     assert require_scope("klink:delete") is None
