@@ -131,10 +131,12 @@ async def test_one_json_access_line_per_request_with_its_request_id(json_lines: 
 async def test_metrics_need_auth_unless_public_and_count_tool_calls() -> None:
     ok_before = sample("klink_tool_calls_total", tool="list_tags", outcome="ok")
     seconds_before = sample("klink_tool_call_seconds_count", tool="list_tags")
+    errors_before = sample("klink_tool_calls_total", tool="get_contact", outcome="error")
     with anyio.fail_after(30):
         async with running_klink(None, http_auth_token=STATIC_TOKEN) as srv, httpx2.AsyncClient() as http:
             async with authed_client(srv.mcp_url, STATIC_TOKEN) as client:
                 assert not (await client.call_tool("list_tags", {})).is_error
+                assert (await client.call_tool("get_contact", {"contact_id": "no-such-contact"})).is_error
             refused = await http.get(f"{srv.url}/metrics")
             scraped = await http.get(f"{srv.url}/metrics", headers=AUTH)
         async with (
@@ -148,6 +150,7 @@ async def test_metrics_need_auth_unless_public_and_count_tool_calls() -> None:
     assert public.status_code == 200 and "klink_tool_call_seconds_bucket" in public.text
     assert sample("klink_tool_calls_total", tool="list_tags", outcome="ok") == ok_before + 1
     assert sample("klink_tool_call_seconds_count", tool="list_tags") == seconds_before + 1
+    assert sample("klink_tool_calls_total", tool="get_contact", outcome="error") == errors_before + 1
 
 
 async def test_webhook_deliveries_are_counted_by_result() -> None:
