@@ -63,6 +63,7 @@ __all__ = [
     "InvalidToken",
     "JwtVerifier",
     "ProviderMetadata",
+    "ProviderUnavailable",
     "ResourceServerConfig",
     "protected_resource_routes",
 ]
@@ -79,6 +80,13 @@ METADATA_ROOT: Final = "/.well-known/oauth-protected-resource"
 
 class InvalidToken(Exception):
     """An access or ID token is refused; the message is a short reason safe to show and log."""
+
+
+class ProviderUnavailable(InvalidToken):
+    """The identity provider cannot be asked (down, slow, broken document): not the token's fault.
+
+    The auth gate answers 503 for it, not 401, so clients retry instead of signing in again.
+    """
 
 
 @dataclass(frozen=True)
@@ -193,7 +201,7 @@ class IdentityProvider:
             # A configured JWKS is enough for verifying access tokens.
             self._metadata = ProviderMetadata(issuer=self.issuer, jwks_uri=self._jwks_url)
             return self._metadata
-        raise InvalidToken(f"identity provider discovery failed ({'; '.join(problems)})")
+        raise ProviderUnavailable(f"identity provider discovery failed ({'; '.join(problems)})")
 
     async def _refresh_keys(self) -> None:
         jwks_uri = self._jwks_url or (await self.metadata()).jwks_uri
@@ -217,7 +225,8 @@ class IdentityProvider:
         keys already known keep working (an IdP outage does not lock everyone out).
 
         Raises:
-            InvalidToken: no such key (after a refetch, rate-limited), or the JWKS cannot be fetched.
+            ProviderUnavailable: the JWKS cannot be fetched and the key is not known from before.
+            InvalidToken: no such key (after a refetch, rate-limited).
         """
         async with self._lock:
             now = self._clock()
@@ -230,7 +239,7 @@ class IdentityProvider:
                 except (InvalidToken, httpx2.HTTPError, ValueError) as exc:
                     reason = str(exc) if isinstance(exc, InvalidToken) else type(exc).__name__
                     if kid not in self._keys:
-                        raise InvalidToken(
+                        raise ProviderUnavailable(
                             f"the identity provider's keys cannot be fetched: {reason}"
                         ) from None
                     logger.warning("JWKS refresh failed (%s); still using the keys fetched before", reason)
@@ -389,6 +398,10 @@ class AuthGate:
         elif self._verifier is not None:
             try:
                 access = await self._verifier.verify(presented)
+            except ProviderUnavailable as exc:
+                logger.warning("bearer token not checked: %s", exc)
+                await self._unavailable(send, str(exc))
+                return
             except InvalidToken as exc:
                 logger.info("bearer token refused: %s", exc)
                 await self._refuse(send, 401, "invalid_token", str(exc))
@@ -413,6 +426,21 @@ class AuthGate:
             await self.app(scope, receive, send)
         finally:
             auth_context_var.reset(reset)
+
+    async def _unavailable(self, send: Send, reason: str) -> None:
+        body = json.dumps({"error": "temporarily_unavailable", "error_description": reason}).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 503,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"retry-after", b"10"),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
 
     async def _refuse(
         self, send: Send, status: int, error: str | None, description: str, needed_scope: str | None = None

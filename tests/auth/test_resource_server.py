@@ -281,6 +281,23 @@ async def test_known_keys_keep_working_through_an_idp_outage_and_unknown_ones_ar
         assert idp.jwks_fetches == 3
 
 
+async def test_an_unreachable_identity_provider_is_503_not_401() -> None:
+    from tests.auth.idp import bind_loopback
+
+    sock, dead_issuer = bind_loopback()
+    sock.close()  # nothing listens there now
+    keys = LocalIdP(issuer=dead_issuer)
+    with anyio.fail_after(30):
+        async with running_klink(keys) as srv, httpx2.AsyncClient() as http:
+            token = keys.access_token(srv.mcp_url, ["klink:read"])
+            answer = await http.post(
+                srv.mcp_url, json=PING, headers={**MCP_HEADERS, "authorization": f"Bearer {token}"}
+            )
+    assert answer.status_code == 503 and answer.headers["retry-after"] == "10"
+    assert answer.json()["error"] == "temporarily_unavailable"
+    assert token not in answer.text
+
+
 def test_require_scope_without_an_authenticated_caller_allows_everything() -> None:
     # stdio and unauthenticated loopback HTTP: the one local user started the process.
     assert require_scope("klink:delete") is None
