@@ -8,6 +8,8 @@
   constant time, JWT access tokens verified against the IdP's JWKS; tokens are never logged and
   never forwarded to K-LINK;
 * RFC 9728 protected-resource metadata and the approval-page sign-in routes (OAuth only);
+* MCP middleware: `tools/call` metrics, and the per-tool scope check
+  (`klink_mcp.auth.tool_scopes`; refuses nothing without an authenticated principal);
 * `/healthz`, `/readyz`, `/metrics` and a request id on every response (`klink_mcp.ops`).
 
 Paths that authenticate otherwise or must answer load balancers are public: the webhook receiver
@@ -36,6 +38,7 @@ from klink_mcp.auth.resource_server import (
     metadata_url_for,
     protected_resource_routes,
 )
+from klink_mcp.auth.tool_scopes import tool_scope_middleware
 from klink_mcp.config import Settings
 
 logger = logging.getLogger("klink_mcp.http")
@@ -125,8 +128,11 @@ def build_http_app(mcp: MCPServer[Any], settings: Settings, host: str) -> ASGIAp
 
     # The SDK mounts its custom routes beside /mcp; there is no public way to add prebuilt ones.
     mcp._custom_starlette_routes.extend(routes)
-    if ops.tool_call_metrics not in mcp.middleware:
+    if not getattr(mcp, "klink_http_middleware", False):
+        # Metrics outside the scope check, so refused calls are counted too.
         mcp.middleware.append(ops.tool_call_metrics)
+        mcp.middleware.append(tool_scope_middleware())
+        mcp.klink_http_middleware = True  # type: ignore[attr-defined]  # once per server object
     sdk_app = mcp.streamable_http_app(
         transport_security=transport_security_for(host, settings.resource_url), host=host
     )

@@ -287,10 +287,13 @@ async def tool_call_metrics(ctx: Any, call_next: Callable[[Any], Awaitable[Any]]
     outcome = "exception"
     try:
         result = await call_next(ctx)
-        is_error = (
-            result.get("isError") if isinstance(result, Mapping) else getattr(result, "is_error", False)
-        )
-        outcome = "error" if is_error else "ok"
+        if isinstance(result, Mapping):
+            is_error, meta = result.get("isError"), result.get("_meta")
+        else:
+            is_error, meta = getattr(result, "is_error", False), getattr(result, "meta", None)
+        error = meta.get("klink_mcp/error") if isinstance(meta, Mapping) else None
+        code = error.get("code") if isinstance(error, Mapping) else None
+        outcome = ("refused" if code == "insufficient_scope" else "error") if is_error else "ok"
         return result
     except anyio.get_cancelled_exc_class():
         outcome = "cancelled"
