@@ -226,6 +226,32 @@ class Settings(BaseModel):
         **_doc("Bearer token every HTTP request must carry (32+ bytes); required to listen beyond loopback."),
     )
 
+    # Team deployment: OAuth resource server, approval sign-in, operations (klink_mcp/auth, ops.py)
+    resource_url: str | None = Field(
+        None,
+        **_doc(
+            "This server's public URL (the OAuth resource and JWT audience), e.g. https://mcp.example.com/mcp."
+        ),
+    )
+    oauth_issuer: str | None = Field(
+        None, **_doc("OAuth/OpenID issuer whose JWT access tokens `serve --http` accepts (turns OAuth on).")
+    )
+    oauth_jwks_url: str | None = Field(
+        None, **_doc("JWKS URL of the issuer.", "from the issuer's OpenID discovery")
+    )
+    oauth_audience: str | None = Field(None, **_doc("Expected JWT audience.", "KLINK_RESOURCE_URL"))
+    oauth_client_id: str | None = Field(
+        None, **_doc("OpenID client id the approval page signs people in with (code flow with PKCE).")
+    )
+    oauth_client_secret: SecretStr | None = Field(None, **_doc("Client secret of that OpenID client."))
+    four_eyes_tools: tuple[str, ...] = Field(
+        (), **_doc("Tools whose approvals must come from another person holding klink:approve.", "none")
+    )
+    log_format: Literal["text", "json"] = Field(
+        "text", **_doc("text, or json: one JSON line per request and log record, with the request id.")
+    )
+    metrics_public: bool = Field(False, **_doc("Serve /metrics without authentication."))
+
     @field_validator("toolsets")
     @classmethod
     def _known_toolsets(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
@@ -300,6 +326,16 @@ class Settings(BaseModel):
             )
         return value.strip()
 
+    @field_validator("resource_url", "oauth_issuer", "oauth_jwks_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None:
+            parts = urlsplit(value.strip())
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ValueError("must be an http(s) URL such as https://idp.example.com")
+            return value.strip()
+        return value
+
     @field_validator("database_url")
     @classmethod
     def _store_url(cls, value: SecretStr | None) -> SecretStr | None:
@@ -325,6 +361,22 @@ class Settings(BaseModel):
             )
         if (self.basic_user is None) != (self.basic_password is None):
             raise ValueError("Basic authentication needs both KLINK_BASIC_USER and KLINK_BASIC_PASSWORD")
+        if self.oauth_issuer is not None and self.resource_url is None:
+            raise ValueError(
+                "KLINK_OAUTH_ISSUER is set but KLINK_RESOURCE_URL is not: set it to this server's public "
+                "MCP URL (tokens must be issued for it)"
+            )
+        needs_issuer = {
+            "KLINK_OAUTH_AUDIENCE": self.oauth_audience,
+            "KLINK_OAUTH_JWKS_URL": self.oauth_jwks_url,
+            "KLINK_OAUTH_CLIENT_ID": self.oauth_client_id,
+            "KLINK_FOUR_EYES_TOOLS": self.four_eyes_tools or None,
+        }
+        for name, value in needs_issuer.items():
+            if value is not None and self.oauth_issuer is None:
+                raise ValueError(f"{name} needs KLINK_OAUTH_ISSUER (people are known only through OAuth)")
+        if self.oauth_client_secret is not None and self.oauth_client_id is None:
+            raise ValueError("KLINK_OAUTH_CLIENT_SECRET needs KLINK_OAUTH_CLIENT_ID")
         if self.has_credentials and not self.sandbox and not self.allow_insecure_http:
             parts = urlsplit(self.base_url)
             if parts.scheme == "http" and not _is_loopback_host(parts.hostname or ""):
@@ -397,6 +449,16 @@ _ENV_KEYS: dict[str, str] = {
     "KLINK_DATABASE_URL": "database_url",
     # HTTP transport of the MCP server
     "KLINK_HTTP_AUTH_TOKEN": "http_auth_token",
+    # Team deployment: OAuth resource server, approval sign-in, operations
+    "KLINK_RESOURCE_URL": "resource_url",
+    "KLINK_OAUTH_ISSUER": "oauth_issuer",
+    "KLINK_OAUTH_JWKS_URL": "oauth_jwks_url",
+    "KLINK_OAUTH_AUDIENCE": "oauth_audience",
+    "KLINK_OAUTH_CLIENT_ID": "oauth_client_id",
+    "KLINK_OAUTH_CLIENT_SECRET": "oauth_client_secret",
+    "KLINK_FOUR_EYES_TOOLS": "four_eyes_tools",
+    "KLINK_LOG_FORMAT": "log_format",
+    "KLINK_METRICS_PUBLIC": "metrics_public",
 }
 
 # KLINK_* variables that are read elsewhere (not settings): never reported as unknown.
@@ -408,6 +470,8 @@ OTHER_VARIABLES: frozenset[str] = frozenset(
         "KLINK_SANDBOX_BASIC_PASSWORD",
         "KLINK_REQUIRE_REAL_SERVICES",
         "KLINK_UPDATE_SNAPSHOTS",
+        "KLINK_TEST_DATABASE_URL",
+        "KLINK_TEAM_KEEP_LOGS",
     }
 )
 

@@ -1,21 +1,44 @@
-"""Streamable HTTP serving: DNS-rebinding protection, optional bearer auth, webhook routes.
+"""Streamable HTTP serving: DNS-rebinding protection, authentication, operations routes, webhooks.
 
 `build_http_app` wraps the SDK's Streamable HTTP app (both protocol eras) with:
-* transport security: Host and Origin checked against the bound address (421 / 403 otherwise);
-* a bearer-token check on every request when `KLINK_HTTP_AUTH_TOKEN` is set (required by the CLI
-  beyond loopback), compared in constant time; the token is never logged.
+* transport security: Host and Origin checked against the bound address and the public resource URL
+  (421 / 403 otherwise);
+* authentication (`klink_mcp.auth.resource_server.AuthGate`) when `KLINK_HTTP_AUTH_TOKEN` and/or
+  OAuth (`KLINK_OAUTH_ISSUER` + `KLINK_RESOURCE_URL`) are configured: the static token compared in
+  constant time, JWT access tokens verified against the IdP's JWKS; tokens are never logged and
+  never forwarded to K-LINK;
+* RFC 9728 protected-resource metadata and the approval-page sign-in routes (OAuth only);
+* MCP middleware: `tools/call` metrics, and the per-tool scope check
+  (`klink_mcp.auth.tool_scopes`; refuses nothing without an authenticated principal);
+* `/healthz`, `/readyz`, `/metrics` and a request id on every response (`klink_mcp.ops`).
+
+Paths that authenticate otherwise or must answer load balancers are public: the webhook receiver
+(its own signature), `/healthz`, `/readyz`, the metadata, the sign-in routes, and `/metrics` only
+with `KLINK_METRICS_PUBLIC=1`.
 """
 
 from __future__ import annotations
 
-import hmac
 import logging
 from typing import Any
+from urllib.parse import urlparse
 
 from mcp.server import MCPServer
 from mcp.server.transport_security import TransportSecuritySettings
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.routing import Route
+from starlette.types import ASGIApp
 
+from klink_mcp import ops
+from klink_mcp.auth.oidc import CALLBACK_PATH, LOGIN_PATH, ApprovalSignIn
+from klink_mcp.auth.resource_server import (
+    AuthGate,
+    IdentityProvider,
+    JwtVerifier,
+    ResourceServerConfig,
+    metadata_url_for,
+    protected_resource_routes,
+)
+from klink_mcp.auth.tool_scopes import tool_scope_middleware
 from klink_mcp.config import Settings
 
 logger = logging.getLogger("klink_mcp.http")
@@ -23,66 +46,110 @@ logger = logging.getLogger("klink_mcp.http")
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 
-def transport_security_for(host: str) -> TransportSecuritySettings:
-    """Allowed Host/Origin values for the bound host (loopback names together)."""
+def transport_security_for(host: str, resource_url: str | None = None) -> TransportSecuritySettings:
+    """Allowed Host/Origin values for the bound host (loopback names together) and the public URL."""
     if host in LOOPBACK_HOSTS:
         hosts = ["127.0.0.1:*", "localhost:*", "[::1]:*"]
         origins = ["http://127.0.0.1:*", "http://localhost:*", "http://[::1]:*"]
     else:
         hosts = [f"{host}:*"]
         origins = [f"http://{host}:*", f"https://{host}:*"]
+    if resource_url is not None:
+        # Behind a load balancer clients send the public name, not the bound address.
+        public = urlparse(resource_url)
+        if public.hostname:
+            hosts += [public.netloc, f"{public.hostname}:*"]
+            origins += [f"{public.scheme}://{public.netloc}", f"{public.scheme}://{public.hostname}:*"]
     return TransportSecuritySettings(
         enable_dns_rebinding_protection=True, allowed_hosts=hosts, allowed_origins=origins
     )
 
 
-class BearerAuth:
-    """ASGI middleware: every HTTP request must carry `Authorization: Bearer <token>`."""
+def readiness_for(mcp: MCPServer[Any]) -> ops.Readiness:
+    """Readiness of this server: the event store answers, and K-LINK answers a one-row read."""
+    state = getattr(mcp, "klink_state", None)
+    hub = getattr(mcp, "klink_hub", None)
 
-    def __init__(self, app: ASGIApp, token: str, *, exempt_paths: tuple[str, ...] = ()) -> None:
-        self.app = app
-        self._token = token.encode()
-        self._exempt = exempt_paths
+    async def klink() -> None:
+        client = getattr(state, "client_", None)
+        if client is None:
+            raise ops.NotReady("the K-LINK client is not open (server starting or stopping)")
+        await client.get_contact_form_fields(page=1, page_size=1)
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope.get("path", "") in self._exempt:
-            await self.app(scope, receive, send)
-            return
-        given = b""
-        for key, value in scope.get("headers", []):
-            if key == b"authorization" and value[:7].lower() == b"bearer ":
-                given = value[7:].strip()
-        if not given or not hmac.compare_digest(given, self._token):
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": 401,
-                    "headers": [(b"content-type", b"application/json"), (b"www-authenticate", b"Bearer")],
-                }
-            )
-            await send({"type": "http.response.body", "body": b'{"error":"unauthorized"}'})
-            return
-        await self.app(scope, receive, send)
+    async def store() -> None:
+        if hub is None:
+            raise ops.NotReady("no event store")
+        await hub.store.max_id()
+
+    return ops.Readiness({"klink": klink, "store": store})
 
 
 def build_http_app(mcp: MCPServer[Any], settings: Settings, host: str) -> ASGIApp:
-    """The ASGI app serving MCP at /mcp (and the webhook receiver when enabled)."""
+    """The ASGI app serving MCP at /mcp, operations routes, auth routes and the webhook receiver.
+
+    Raises:
+        ConfigError: OAuth is half configured (an issuer without `KLINK_RESOURCE_URL`, a bad URL).
+    """
+    routes: list[Route] = []
+    public: set[str] = {ops.HEALTH_PATH, ops.READY_PATH}
     hub = getattr(mcp, "klink_hub", None)
     if hub is not None and webhooks_configured(settings):
-        from starlette.routing import Route
+        from klink_mcp.webhooks.receiver import WEBHOOK_PATH, create_webhook_routes
 
-        from klink_mcp.webhooks.receiver import create_webhook_routes
-
-        routes: list[Route] = create_webhook_routes(hub, settings)
-        # The SDK mounts its custom routes beside /mcp; there is no public way to add prebuilt ones.
-        mcp._custom_starlette_routes.extend(routes)
+        routes += create_webhook_routes(hub, settings)
+        public.add(WEBHOOK_PATH)  # webhooks authenticate with their own signature
     elif hub is not None:
         logger.info("webhook receiver not mounted: set KLINK_WEBHOOK_SECRET (or another webhook auth mode)")
-    app: ASGIApp = mcp.streamable_http_app(transport_security=transport_security_for(host), host=host)
-    if settings.http_auth_token is not None:
-        # Webhooks authenticate with their own signature, not the MCP bearer token.
-        app = BearerAuth(app, settings.http_auth_token.get_secret_value(), exempt_paths=("/webhooks/klink",))
-    return app
+
+    readiness = readiness_for(mcp)
+    routes += [
+        Route(ops.HEALTH_PATH, ops.health, methods=["GET", "HEAD"]),
+        Route(ops.READY_PATH, readiness.endpoint, methods=["GET", "HEAD"]),
+        Route(ops.METRICS_PATH, ops.metrics_endpoint, methods=["GET"]),
+    ]
+    if settings.metrics_public:
+        public.add(ops.METRICS_PATH)
+
+    oauth = ResourceServerConfig.from_settings(settings)
+    verifier: JwtVerifier | None = None
+    metadata_url: str | None = None
+    sign_in: ApprovalSignIn | None = None
+    if oauth is not None:
+        idp = IdentityProvider(oauth.issuer, jwks_url=oauth.jwks_url)
+        verifier = JwtVerifier(idp, audience=oauth.audience)
+        metadata_url = metadata_url_for(oauth.resource_url)
+        metadata_routes = protected_resource_routes(oauth)
+        routes += metadata_routes
+        public.update(route.path for route in metadata_routes)
+        if settings.oauth_client_id is not None:
+            sign_in = ApprovalSignIn(settings, idp)
+            routes += sign_in.routes()
+            public.update({LOGIN_PATH, CALLBACK_PATH})
+
+    # The SDK mounts its custom routes beside /mcp; there is no public way to add prebuilt ones.
+    mcp._custom_starlette_routes.extend(routes)
+    if not getattr(mcp, "klink_http_middleware", False):
+        # Metrics outside the scope check, so refused calls are counted too.
+        mcp.middleware.append(ops.tool_call_metrics)
+        mcp.middleware.append(tool_scope_middleware())
+        mcp.klink_http_middleware = True  # type: ignore[attr-defined]  # once per server object
+    sdk_app = mcp.streamable_http_app(
+        transport_security=transport_security_for(host, settings.resource_url), host=host
+    )
+    sdk_app.state.klink_sign_in = sign_in  # read by klink_mcp.auth.oidc.current_person
+    app: ASGIApp = sdk_app
+    static = settings.http_auth_token.get_secret_value() if settings.http_auth_token is not None else None
+    if static is not None or verifier is not None:
+        app = AuthGate(
+            app,
+            static_token=static,
+            verifier=verifier,
+            resource_metadata_url=metadata_url,
+            public_paths=public,
+        )
+    if settings.log_format == "json":
+        ops.configure_json_logging(settings.log_level)
+    return ops.RequestContext(app)
 
 
 def webhooks_configured(settings: Settings) -> bool:

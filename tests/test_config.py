@@ -69,12 +69,26 @@ GOOD: dict[str, tuple[str, Any]] = {
     "webhook_max_body_bytes": ("2048", 2048),
     "events_retention": ("50", 50),
     "http_auth_token": (f'"{LONG}"', SecretStr(LONG)),
+    "resource_url": ('"https://mcp.example.com/mcp"', "https://mcp.example.com/mcp"),
+    "oauth_issuer": ('"https://idp.example.com"', "https://idp.example.com"),
+    "oauth_jwks_url": ('"https://idp.example.com/jwks"', "https://idp.example.com/jwks"),
+    "oauth_audience": ('"klink-mcp"', "klink-mcp"),
+    "oauth_client_id": ('"klink-approvals"', "klink-approvals"),
+    "oauth_client_secret": ('"client-pw"', SecretStr("client-pw")),
+    "four_eyes_tools": ('"delete_contact, send_message"', ("delete_contact", "send_message")),
+    "log_format": ('"json"', "json"),
+    "metrics_public": ("true", True),
 }
 # Settings that are only valid together with another one.
-COMPANIONS: dict[str, tuple[str, str]] = {
-    "basic_user": ("basic_password", "pw"),
-    "basic_password": ("basic_user", "agent"),
+COMPANIONS: dict[str, dict[str, str]] = {
+    "basic_user": {"basic_password": "pw"},
+    "basic_password": {"basic_user": "agent"},
+    "oauth_issuer": {"resource_url": "https://mcp.example.com/mcp"},
 }
+_OAUTH = {"oauth_issuer": "https://idp.example.com", "resource_url": "https://mcp.example.com/mcp"}
+for _field in ("oauth_jwks_url", "oauth_audience", "oauth_client_id", "four_eyes_tools"):
+    COMPANIONS[_field] = dict(_OAUTH)
+COMPANIONS["oauth_client_secret"] = {**_OAUTH, "oauth_client_id": "klink-approvals"}
 
 
 def _write_toml(tmp_path: Path, text: str) -> Path:
@@ -113,8 +127,7 @@ def test_every_setting_has_a_variable_a_description_and_a_row() -> None:
 def test_every_documented_toml_key_is_accepted(field: str, tmp_path: Path) -> None:
     text, expected = _good(field)
     lines = f"{toml_key(field)} = {text}\n"
-    if field in COMPANIONS:
-        other, value = COMPANIONS[field]
+    for other, value in COMPANIONS.get(field, {}).items():
         lines += f'{toml_key(other)} = "{value}"\n'
     settings = load_settings(env={}, config_file=_write_toml(tmp_path, lines))
     assert getattr(settings, field) == expected
@@ -124,8 +137,7 @@ def test_every_documented_toml_key_is_accepted(field: str, tmp_path: Path) -> No
 def test_every_variable_is_accepted_from_the_environment(field: str) -> None:
     text, expected = _good(field)
     env = {env_name(field): text.strip('"')}
-    if field in COMPANIONS:
-        other, value = COMPANIONS[field]
+    for other, value in COMPANIONS.get(field, {}).items():
         env[env_name(other)] = value
     settings = load_settings(env=env)
     assert getattr(settings, field) == expected
@@ -309,6 +321,9 @@ def _bad_env_value(field: str) -> str | None:
         "webhook_header_name": "Not A Header",
         "sandbox_fixture": "/nope.json",
         "database_url": "mysql://user:pw-canary@db/klink",
+        "resource_url": "ftp://mcp.example.com",
+        "oauth_issuer": "not-a-url",
+        "oauth_jwks_url": "ftp://idp.example.com/jwks",
     }.get(field)
 
 
@@ -369,6 +384,10 @@ def _bad_env_combination(field: str, tmp_path: Path) -> dict[str, str]:
         "basic_password": {"KLINK_BASIC_PASSWORD": "pw-canary-1187"},  # without KLINK_BASIC_USER
         "audit_log": {"KLINK_AUDIT_LOG": str(folder)},  # a directory
         "events_db": {"KLINK_EVENTS_DB": str(folder)},
+        "oauth_audience": {"KLINK_OAUTH_AUDIENCE": "klink-mcp"},  # without an issuer
+        "oauth_client_id": {"KLINK_OAUTH_CLIENT_ID": "klink-approvals"},
+        "oauth_client_secret": {"KLINK_OAUTH_CLIENT_SECRET": "cs-canary-5521"},  # without a client id
+        "four_eyes_tools": {"KLINK_FOUR_EYES_TOOLS": "delete_contact"},
     }.get(field) or pytest.fail(f"add a bad value for the new setting {field!r} to {__name__}")
 
 

@@ -57,6 +57,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from klink_mcp.config import ConfigError, Settings, load_settings
+from klink_mcp.ops import observe_webhook
 from klink_mcp.webhooks.events import InvalidEvent, parse_event, verify_signature
 from klink_mcp.webhooks.hub import EventHub
 from klink_mcp.webhooks.store import StoreError
@@ -194,6 +195,7 @@ def _peer(request: Request) -> str:
 
 def _reject(request: Request, status: int, error: str, reason: str) -> JSONResponse:
     logger.warning("webhook rejected (%d %s) from %s: %s", status, error, _peer(request), reason)
+    observe_webhook(error)
     return JSONResponse({"error": error}, status_code=status)
 
 
@@ -248,6 +250,7 @@ def create_webhook_routes(
             return _reject(request, 413, "payload_too_large", f"body exceeds {max_body} bytes")
         except ClientDisconnect:
             logger.warning("webhook sender %s disconnected before sending the whole body", _peer(request))
+            observe_webhook("disconnected")
             return Response(status_code=400)
         if not auth.body_ok(request, body):
             return _reject(request, 401, "unauthorized", "missing or invalid x-signature")
@@ -266,6 +269,7 @@ def create_webhook_routes(
             logger.exception(
                 "webhook event %s could not be stored; answering 503 so the sender retries", event.event
             )
+            observe_webhook("store_unavailable")
             return JSONResponse(
                 {"error": "store_unavailable"}, status_code=503, headers={"Retry-After": _STORE_RETRY_AFTER_S}
             )
@@ -273,6 +277,7 @@ def create_webhook_routes(
             logger.info("webhook event stored: id=%d %s", row.id, row.event)
         else:
             logger.info("webhook redelivery recognised: id=%d %s", row.id, row.event)
+        observe_webhook("stored" if stored else "duplicate")
         return JSONResponse({"duplicate": not stored, "id": row.id})
 
     return [Route(path, receive_webhook, methods=["POST"], name="klink_webhook")]
