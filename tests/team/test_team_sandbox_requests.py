@@ -8,21 +8,20 @@ from typing import Any
 from pydantic import SecretStr
 
 from klink_mcp.sandbox import SandboxTenant
+from klink_mcp.sandbox.exchange import Reply, complete
+from klink_mcp.sandbox.faults import NO_FAULT
 
 TOKEN = SecretStr("team-sandbox-token")
 AUTH = {"authorization": "Bearer team-sandbox-token"}
 
 
 def _call(tenant: SandboxTenant, method: str, path: str, query: dict[str, str], payload: Any = None) -> Any:
-    from klink_mcp.sandbox.exchange import complete
-    from klink_mcp.sandbox.faults import NO_FAULT
-
     body = b"" if payload is None else json.dumps(payload).encode()
     reply = complete(
         tenant, TOKEN, NO_FAULT, method, path, "&".join(f"{k}={v}" for k, v in query.items()), AUTH, body
     )
-    assert not hasattr(reply, "applied")
-    return reply.status, json.loads(reply.body)  # type: ignore[union-attr]
+    assert isinstance(reply, Reply)
+    return reply.status, json.loads(reply.body)
 
 
 def test_recorded_requests_lists_what_reached_the_tenant_and_filters_by_method() -> None:
@@ -47,9 +46,5 @@ def test_recorded_requests_lists_what_reached_the_tenant_and_filters_by_method()
 
 
 def test_recorded_requests_needs_the_token() -> None:
-    tenant = SandboxTenant.seeded()
-    from klink_mcp.sandbox.exchange import complete
-    from klink_mcp.sandbox.faults import NO_FAULT
-
-    reply = complete(tenant, TOKEN, NO_FAULT, "GET", "/_sandbox/requests", "", {}, b"")
-    assert reply.status == 401  # type: ignore[union-attr]
+    reply = complete(SandboxTenant.seeded(), TOKEN, NO_FAULT, "GET", "/_sandbox/requests", "", {}, b"")
+    assert isinstance(reply, Reply) and reply.status == 401
