@@ -108,11 +108,14 @@ async def _contact_ids(cluster: TeamCluster, count: int) -> list[str]:
     return ids
 
 
-async def load(cluster: TeamCluster, contacts: list[str], clients: int, seconds: float) -> dict[str, Any]:
-    """`clients` sessions through the load balancer, closed loop, for `seconds`."""
+async def load(
+    cluster: TeamCluster, contacts: list[str], clients: int, seconds: float, port: int | None = None
+) -> dict[str, Any]:
+    """`clients` sessions through the load balancer (or straight to `port`), closed loop, for `seconds`."""
     latencies: list[float] = []
     errors: list[str] = []
-    sessions = [AuthedSession("127.0.0.1", cluster.lb_port, cluster.http_token) for _ in range(clients)]
+    target = port or cluster.lb_port
+    sessions = [AuthedSession("127.0.0.1", target, cluster.http_token) for _ in range(clients)]
     with anyio.fail_after(60):
         for session in sessions:
             await session.connect()
@@ -191,6 +194,9 @@ async def measure(replicas: int, clients: int, seconds: float) -> dict[str, Any]
                 "uptime_after": uptime(),
             }
         )
+        if replicas == 1:
+            # The same replica without HAProxy, same moment: what the extra hop costs.
+            result["direct"] = await load(cluster, contacts, clients, seconds, port=cluster.replicas[0].port)
     return result
 
 
@@ -210,6 +216,12 @@ def report(r: dict[str, Any]) -> None:
     print(f"  load average before: {r['loadavg_1m_before']:.2f}; after: {r['uptime_after']}")
     for sample in r["error_samples"]:
         print(f"  error: {sample}")
+    direct = r.get("direct")
+    if direct:
+        print(
+            f"  same replica without HAProxy: {direct['reads_per_s']:.0f} reads/s, median {direct['median_ms']:.1f} ms, "
+            f"p95 {direct['p95_ms']:.1f} ms, {direct['errors']} errors"
+        )
 
 
 def main() -> None:
