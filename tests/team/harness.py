@@ -165,6 +165,7 @@ class ManagedProcess:
     env: dict[str, str]
     log_path: Path
     proc: subprocess.Popen[bytes] | None = None
+    user: str | None = None  # run as this user (PostgreSQL refuses to run as root)
 
     def start(self) -> None:
         """Start the process (stdout and stderr to the log file, appended across restarts)."""
@@ -176,6 +177,7 @@ class ManagedProcess:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # a Ctrl-C of the test run does not reach it first
+                user=self.user,
             )
 
     @property
@@ -521,6 +523,104 @@ class TeamCluster:
             transport = streamable_http_client(target, http_client=http)
             async with Client(transport, mode=mode, **client_kwargs) as client:
                 yield client
+
+
+def postgres_bindir() -> Path | None:
+    """The newest Debian PostgreSQL server binaries (`/usr/lib/postgresql/<v>/bin`), or None."""
+    found = [p for p in Path("/usr/lib/postgresql").glob("*/bin") if (p / "initdb").exists()]
+    return max(found, key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0) if found else None
+
+
+@contextlib.contextmanager
+def throwaway_postgres() -> Iterator[str]:
+    """A PostgreSQL cluster in a temporary folder on 127.0.0.1 (trust auth, fsync off), for the
+    replicas to share; yields its URL and removes everything on exit.
+
+    As root the server runs as the `postgres` user (PostgreSQL refuses root).
+
+    Raises:
+        MissingServiceError: Debian's PostgreSQL server is not installed.
+        RuntimeError: the cluster could not be created or did not come up in time.
+    """
+    bindir = postgres_bindir()
+    if bindir is None:
+        raise MissingServiceError("PostgreSQL is not installed (Debian package 'postgresql')")
+    folder = Path(tempfile.mkdtemp(prefix="klink-team-pg-"))
+    user: str | None = None
+    if os.geteuid() == 0:
+        import pwd
+
+        account = pwd.getpwnam("postgres")
+        os.chown(folder, account.pw_uid, account.pw_gid)
+        user = "postgres"
+    port = free_port()
+    data = folder / "data"
+    env = _child_env({"LC_ALL": "C.UTF-8"})
+    server: ManagedProcess | None = None
+    try:
+        made = subprocess.run(
+            [
+                str(bindir / "initdb"),
+                "-D",
+                str(data),
+                "-A",
+                "trust",
+                "-U",
+                "klink",
+                "-E",
+                "UTF8",
+                "--no-sync",
+            ],
+            env=env,
+            user=user,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        if made.returncode != 0:
+            raise RuntimeError(f"initdb failed: {made.stderr.strip()[-2000:]}")
+        server = ManagedProcess(
+            "postgres",
+            [
+                str(bindir / "postgres"),
+                "-D",
+                str(data),
+                "-p",
+                str(port),
+                "-k",
+                str(folder),
+                "-c",
+                "listen_addresses=127.0.0.1",
+                "-c",
+                "fsync=off",
+                "-c",
+                "max_connections=200",
+            ],
+            env,
+            folder / "postgres.log",
+            user=user,
+        )
+        (folder / "postgres.log").touch()
+        server.start()
+
+        def ready() -> bool:
+            if not server.alive():
+                raise RuntimeError(f"postgres exited:\n{_tail(server.log_path)}")
+            probe = subprocess.run(
+                [str(bindir / "pg_isready"), "-q", "-h", "127.0.0.1", "-p", str(port)],
+                env=env,
+                timeout=5,
+                check=False,
+            )
+            return probe.returncode == 0
+
+        _wait_until("postgres", ready, START_TIMEOUT_S, server.log_path)
+        yield f"postgresql://klink@127.0.0.1:{port}/postgres"
+    finally:
+        if server is not None:
+            server.stop()
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 @contextlib.contextmanager
