@@ -17,7 +17,7 @@ import pytest
 from tests.team.harness import (
     MissingServiceError,
     TeamCluster,
-    haproxy_binary,
+    need_haproxy,
     require_real_services,
     running_cluster,
     throwaway_postgres,
@@ -26,14 +26,6 @@ from tests.team.harness import (
 STORE_MISSING = importlib.util.find_spec("klink_mcp.store") is None
 _NO_DATABASE: list[str] = []  # why no database could be started, for the store tests' skip reason
 STORE_SKIP_REASON = "needs KLINK_DATABASE_URL store wiring (klink_mcp.store is not on this branch yet)"
-
-
-def _need_haproxy() -> None:
-    if haproxy_binary() is None:
-        message = "haproxy is not installed (run .ci/install-haproxy.sh): the team suite needs the real one"
-        if require_real_services():
-            pytest.fail(f"KLINK_REQUIRE_REAL_SERVICES=1 but {message}")
-        pytest.skip(f"SKIPPED LOUDLY: {message}")
 
 
 @pytest.fixture(scope="session")
@@ -67,7 +59,7 @@ def cluster(
     The replicas share the PostgreSQL store once it is wired (`klink_mcp.store` present); today each
     keeps its own state, which the xfail test documents.
     """
-    _need_haproxy()
+    need_haproxy()
     root = tmp_path_factory.mktemp("team")
     with running_cluster(3, root=root, database_url=shared_database_url) as started:
         yield started

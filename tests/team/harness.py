@@ -119,6 +119,22 @@ def haproxy_binary() -> str | None:
     return found
 
 
+def need_haproxy() -> None:
+    """In a test: skip loudly when haproxy is missing, or fail under KLINK_REQUIRE_REAL_SERVICES=1.
+
+    Raises:
+        pytest.skip.Exception: haproxy is missing (local run).
+        pytest.fail.Exception: haproxy is missing and real services are required (CI).
+    """
+    import pytest
+
+    if haproxy_binary() is None:
+        message = "haproxy is not installed (run .ci/install-haproxy.sh): the team suite needs the real one"
+        if require_real_services():
+            pytest.fail(f"{REQUIRE_ENV}=1 but {message}")
+        pytest.skip(f"SKIPPED LOUDLY: {message}")
+
+
 def free_port() -> int:
     """A TCP port free on 127.0.0.1 right now (another process could still take it: small race)."""
     with socket.socket() as sock:

@@ -183,3 +183,74 @@ async def test_a_webhook_event_received_by_one_replica_reaches_a_client_of_anoth
                     break
                 await anyio.sleep(0.05)
     assert listed.structured_content["total"] == 1
+
+
+async def test_no_accepted_webhook_event_is_lost_when_a_replica_is_killed_mid_delivery(
+    store_cluster: TeamCluster,
+) -> None:
+    cluster = store_cluster
+    victim, total = 2, 60
+    contact_id = f"team-webhook-kill-{secrets.token_hex(6)}"
+    bodies = [
+        json.dumps(
+            {
+                "event": "contact.update",
+                "timestamp": f"2026-12-06T00:00:{n % 60:02d}.{n:03d}Z",
+                "data": {"id": contact_id, "name": f"Delivery {n}"},
+            },
+            separators=(",", ":"),
+        ).encode()
+        for n in range(total)
+    ]
+    accepted: list[int] = []
+    queue = list(range(total))
+    attempts = 0
+    at_kill: list[int] = []
+    third = anyio.Event()
+
+    async def deliver(http: httpx2.AsyncClient, index: int) -> None:
+        # As K-LINK does: retry until a 200 (the receiver stores before it answers).
+        nonlocal attempts
+        body = bodies[index]
+        headers = {
+            "content-type": "application/json",
+            "x-signature": compute_signature(cluster.webhook_secret.encode(), body),
+        }
+        for _ in range(20):
+            attempts += 1
+            try:
+                answer = await http.post(f"{cluster.lb_url}/webhooks/klink", content=body, headers=headers)
+            except httpx2.TransportError:
+                continue
+            if answer.status_code == 200:
+                accepted.append(index)
+                if len(accepted) >= total // 3:
+                    third.set()
+                return
+
+    async def sender(http: httpx2.AsyncClient) -> None:
+        while queue:
+            await deliver(http, queue.pop(0))
+
+    async def chaos() -> None:
+        await third.wait()
+        await anyio.to_thread.run_sync(cluster.kill_replica, victim)
+        at_kill.append(len(accepted))
+
+    try:
+        with anyio.fail_after(60):
+            async with httpx2.AsyncClient(timeout=10.0) as http, anyio.create_task_group() as tg:
+                tg.start_soon(chaos)
+                for _ in range(4):
+                    tg.start_soon(sender, http)
+    finally:
+        await anyio.to_thread.run_sync(cluster.restart_replica, victim)
+        await cluster.wait_lb_state(victim, "UP", timeout_s=15)
+
+    assert at_kill and at_kill[0] < total  # the replica died in the middle of the deliveries
+    assert sorted(accepted) == list(range(total))  # every delivery was acknowledged in the end
+    async with cluster.client(_replica_url(cluster, 0)) as client:
+        listed = await _call(client, "list_recent_events", {"contact_id": contact_id, "limit": 100})
+    assert not listed.is_error, listed
+    # Every acknowledged event is there, once, whichever replica stored it or died after storing it.
+    assert listed.structured_content["total"] == total, (listed.structured_content["total"], attempts)
