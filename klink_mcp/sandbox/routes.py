@@ -760,6 +760,22 @@ def simulate_inbound_message(tenant: SandboxTenant, req: ApiRequest) -> Result:
     return 201, {"status": "success", "message": "Inbound message simulated", "data": payload}
 
 
+def recorded_requests(tenant: SandboxTenant, req: ApiRequest) -> Result:
+    """Sandbox only (not K-LINK): the requests this tenant recorded, so a test driving it from another
+    process (several replicas sharing one sandbox) can count what reached the upstream.
+
+    `?method=POST` keeps one method. `/_sandbox/...` requests are left out. Headers are never returned
+    (the recorded ones are already redacted, but a count needs none of them).
+    """
+    method = (req.query.get("method") or "").upper()
+    items = [
+        {"method": r.method, "path": r.path, "status": r.status, "json": r.json}
+        for r in tenant.requests
+        if not r.path.startswith("/_sandbox/") and (not method or r.method == method)
+    ]
+    return 200, {"count": len(items), "requests": items}
+
+
 ROUTES: tuple[tuple[str, str, Handler], ...] = (
     ("GET", "/api/v1/contacts", list_contacts),
     ("POST", "/api/v1/contacts", create_contact),
@@ -784,6 +800,7 @@ ROUTES: tuple[tuple[str, str, Handler], ...] = (
     ("POST", "/api/v1/messages/send", send_message),
     # Sandbox-only helper (not part of the K-LINK API): drive the webhook loop from a terminal.
     ("POST", "/_sandbox/inbound-messages", simulate_inbound_message),
+    ("GET", "/_sandbox/requests", recorded_requests),
 )
 
 
