@@ -35,7 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 DEFAULT_BASE_URL = "https://apigw.klinkcx.com"
 DEFAULT_SANDBOX_TOKEN = "sandbox-token"  # noqa: S105 - a public, documented demo credential
 
-ConfirmMode = Literal["on", "off", "elicit"]
+ConfirmMode = Literal["on", "off", "elicit", "token"]
 
 
 class ConfigError(ValueError):
@@ -92,6 +92,10 @@ class Settings(BaseModel):
     elicitation_timeout_s: float = Field(default=300.0, gt=0)
     audit_log: Path | None = None
     audit_include_bodies: bool = False
+    # Guard: the approval page (klink_mcp/approval_page.py)
+    approval_port: int = Field(default=0, ge=0, le=65535)
+    approval_open_browser: bool = False
+    approval_ttl_s: float = Field(default=600.0, gt=0, le=3600)
 
     # Webhooks
     webhook_secret: SecretStr | None = None
@@ -139,6 +143,10 @@ _ENV_KEYS: dict[str, str] = {
     "KLINK_ELICITATION_TIMEOUT": "elicitation_timeout_s",
     "KLINK_AUDIT_LOG": "audit_log",
     "KLINK_AUDIT_INCLUDE_BODIES": "audit_include_bodies",
+    # Guard: the approval page
+    "KLINK_APPROVAL_PORT": "approval_port",
+    "KLINK_APPROVAL_OPEN_BROWSER": "approval_open_browser",
+    "KLINK_APPROVAL_TTL": "approval_ttl_s",
     "KLINK_WEBHOOK_SECRET": "webhook_secret",
     "KLINK_WEBHOOK_AUTH": "webhook_auth",
     "KLINK_WEBHOOK_BASIC_USER": "webhook_basic_user",
