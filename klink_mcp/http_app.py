@@ -82,6 +82,11 @@ def build_http_app(mcp: MCPServer[Any], settings: Settings, host: str) -> ASGIAp
     if settings.http_auth_token is not None:
         # Webhooks authenticate with their own signature, not the MCP bearer token.
         app = BearerAuth(app, settings.http_auth_token.get_secret_value(), exempt_paths=("/webhooks/klink",))
+    from klink_mcp.approval_page import (
+        mount_approval_page,
+    )  # the page: outside the bearer check, own Host check
+
+    app = mount_approval_page(app, mcp, transport_security_for(host).allowed_hosts or [])
     return app
 
 

@@ -358,7 +358,7 @@ class Guard:
         self.page_mounted = False  # set by approval_page.mount_approval_page (serve --http)
         # Called with every new page approval and its link (the person's channel: a desktop browser,
         # a notification...); never with anything the model can read back as approval.
-        self._on_approval_link = on_approval_link
+        self.on_approval_link = on_approval_link
         if settings.confirm == "off":
             logger.warning(
                 "KLINK_CONFIRM=off: destructive tools (%s) run WITHOUT asking the user",
@@ -708,11 +708,12 @@ class Guard:
         preview: Preview,
         text_field: str | None,
         delivery: Literal["page", "url_elicitation"],
-    ) -> tuple[ApprovalRecord | Approval, str | None]:
+    ) -> tuple[ApprovalRecord | Approval, str | None, bool]:
         """The approval this call should use: an approved one is consumed (-> `Approval`), a pending one
         for the same preview is reused, anything else is superseded by a fresh pending record.
 
-        Returns the record (or the Approval) and a reason when an older approval no longer applies.
+        Returns the record (or the Approval), a reason when an older approval no longer applies, and
+        whether the record was created now.
         """
         digest = args_digest(args)
         key = approval_key(tool, digest, _principal(ctx))
@@ -735,12 +736,12 @@ class Guard:
                 if consumed is not None:
                     channel: Literal["page", "url_elicitation"] = consumed.delivery
                     self._record(tool, "confirmed_by_page", args, channel, approval=consumed)
-                    return self._approval_from(consumed), None
+                    return self._approval_from(consumed), None, False
             elif state == "pending":
-                return record, None
+                return record, None, False
             elif state == "declined":
                 await self.approvals.release(key, record.id)
-                return record, "declined"
+                return record, "declined", False
         name = text_field or DISPLAY_TEXT_FIELDS.get(tool)
         fresh = ApprovalRecord(
             id=new_approval_id(),
@@ -760,7 +761,7 @@ class Guard:
         )
         await self.approvals.create(fresh)
         self._record(tool, "confirmation_required", args, delivery, approval=fresh)
-        return fresh, reason
+        return fresh, reason, True
 
     @staticmethod
     def _approval_from(record: ApprovalRecord) -> Approval:
@@ -786,7 +787,7 @@ class Guard:
         preview: Preview,
         text_field: str | None,
     ) -> Approval | Pending:
-        current, reason = await self._current(ctx, tool, args, preview, text_field, "page")
+        current, reason, created = await self._current(ctx, tool, args, preview, text_field, "page")
         if isinstance(current, Approval):
             return current
         if reason == "declined":
@@ -798,7 +799,7 @@ class Guard:
                 "unless the user asks again (a new call opens a new approval).",
             )
         url = await self.approval_url(ctx, current.id)
-        if current.created_at == self._clock() or reason is not None:
+        if created:
             await self._announce(current, url)
         first = {
             "target_changed": "The target changed since the earlier approval, so a fresh one is needed. ",
@@ -822,8 +823,8 @@ class Guard:
 
     async def _announce(self, record: ApprovalRecord, url: str) -> None:
         """Bring the page to the person without the model: a desktop browser (opt-in), or the hook."""
-        if self._on_approval_link is not None:
-            await self._on_approval_link(record, url)
+        if self.on_approval_link is not None:
+            await self.on_approval_link(record, url)
         if self.settings.approval_open_browser:
             try:
                 await anyio.to_thread.run_sync(webbrowser.open, url)
@@ -852,7 +853,7 @@ class Guard:
         state = decided.state_at(self._clock()) if decided is not None else "expired"
         if state == "approved":
             fresh = await self._load(load_preview)
-            outcome, _ = await self._current(
+            outcome, _, _ = await self._current(
                 ctx, tool, args, fresh, record.text_field if record.editable else None, "url_elicitation"
             )
             if isinstance(outcome, Approval):
@@ -890,9 +891,11 @@ class Guard:
         text_field: str | None,
     ) -> Approval | Pending:
         preview = await self._load(load_preview)
-        current, _ = await self._current(ctx, tool, args, preview, text_field, "url_elicitation")
+        current, reason, _ = await self._current(ctx, tool, args, preview, text_field, "url_elicitation")
         if isinstance(current, Approval):
             return current
+        if reason == "declined":
+            return self._url_cancelled(tool, args, preview, "declined")
         url = await self.approval_url(ctx, current.id)
         try:
             with anyio.fail_after(self.settings.elicitation_timeout_s):
@@ -917,9 +920,11 @@ class Guard:
         preview = await self._load(load_preview)
         responses = ctx.input_responses
         if responses is None or APPROVAL_INPUT_KEY not in responses or ctx.request_state is None:
-            current, _ = await self._current(ctx, tool, args, preview, text_field, "url_elicitation")
+            current, reason, _ = await self._current(ctx, tool, args, preview, text_field, "url_elicitation")
             if isinstance(current, Approval):
                 return current
+            if reason == "declined":
+                return self._url_cancelled(tool, args, preview, "declined")
             url = await self.approval_url(ctx, current.id)
             ask = ElicitRequest(params=ElicitRequestURLParams(message=self._url_message(preview), url=url))
             # Sealed by the SDK (bound to this tool and arguments); it names the approval, it approves nothing.

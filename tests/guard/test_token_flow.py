@@ -259,7 +259,9 @@ async def test_strict_mode_without_elicitation_refuses_and_never_mints_a_token(
     make_harness: HarnessFactory, mode: str
 ) -> None:
     h = make_harness(confirm="elicit")
-    token = h.guard.tokens.mint("delete_contact", DELETE_C1, delete_binding(h.tenant)).token  # e.g. from a sibling replica
+    token = h.guard.tokens.mint(
+        "delete_contact", DELETE_C1, delete_binding(h.tenant)
+    ).token  # e.g. from a sibling replica
     with anyio.fail_after(10):
         async with Client(h.server, mode=mode) as client:
             refusal = refusal_of(await client.call_tool("delete_contact", DELETE_C1))
