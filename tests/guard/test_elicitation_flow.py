@@ -8,7 +8,7 @@ from typing import Any
 import anyio
 import mcp.types as types
 import pytest
-from guard_harness import delete_binding, DELETE_C1, HarnessFactory, outcome_of, refusal_of
+from guard_harness import DELETE_C1, HarnessFactory, delete_binding, outcome_of, refusal_of
 from mcp import Client
 from mcp.client import ClientRequestContext
 

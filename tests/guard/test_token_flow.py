@@ -11,7 +11,7 @@ from typing import Any
 
 import anyio
 import pytest
-from guard_harness import delete_binding, GUARD_SECRET, HarnessFactory, outcome_of, refusal_of
+from guard_harness import GUARD_SECRET, HarnessFactory, delete_binding, outcome_of, refusal_of
 from mcp import Client
 
 from klink_mcp.config import load_settings
