@@ -87,10 +87,12 @@ def in_browser(fn: Callable[[], Any]) -> Any:
 
 
 def _state(driver: Any) -> str:
+    """The decided state the page shows after a POST (waits, bounded, for the answer page to load)."""
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
 
-    found = driver.find_elements(By.ID, "state")
-    return str(found[0].get_attribute("data-state")) if found else "pending"
+    found = WebDriverWait(driver, 20).until(lambda d: d.find_elements(By.ID, "state"))
+    return str(found[0].get_attribute("data-state"))
 
 
 def _open_and_click(driver: Any, url: str, button: str, text: str | None = None) -> tuple[str, float, str]:
@@ -172,6 +174,7 @@ async def test_an_expired_approval_cannot_be_approved_in_the_browser(
             browser.get(url)
             h.clock.advance(h.settings.approval_ttl_s + 1)  # the person left the tab open too long
             browser.find_element(By.ID, "approve").click()
+            _state(browser)
             return str(browser.page_source)
 
         with anyio.fail_after(60):

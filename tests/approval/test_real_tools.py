@@ -79,7 +79,7 @@ async def first_contact(client: Client) -> str:
 async def test_over_the_real_tools_a_replaying_model_deletes_and_sends_nothing(
     tenant: SandboxTenant, mode: str
 ) -> None:
-    server = make_server(tenant)
+    server = make_server(tenant, confirm="on")
     links = Links(server)
     try:
         with anyio.fail_after(60):
@@ -105,7 +105,7 @@ async def test_over_the_real_tools_a_replaying_model_deletes_and_sends_nothing(
 async def test_over_the_real_tools_a_person_approving_makes_it_run_exactly_once(
     tenant: SandboxTenant, mode: str
 ) -> None:
-    server = make_server(tenant)
+    server = make_server(tenant, confirm="on")
     links = Links(server)
     person = Person()
     try:
@@ -127,7 +127,7 @@ async def test_over_the_real_tools_a_person_approving_makes_it_run_exactly_once(
 
 @NEEDS_TOOL_LAYER
 async def test_the_tool_result_carries_the_link_for_the_assistant_to_show(tenant: SandboxTenant) -> None:
-    server = make_server(tenant)
+    server = make_server(tenant, confirm="on")
     links = Links(server)
     try:
         async with Client(server) as client:
@@ -202,9 +202,9 @@ async def test_over_stdio_nothing_runs_until_a_person_approves_in_the_browser_th
 
 @pytest.fixture
 async def http_server(tenant: SandboxTenant) -> AsyncIterator[tuple[str, Links]]:
-    server = make_server(tenant)
+    server = make_server(tenant, confirm="on")
     links = Links(server)
-    app = build_http_app(server, make_settings(), "127.0.0.1")
+    app = build_http_app(server, make_settings(confirm="on"), "127.0.0.1")
     async for url in _serve(app):
         yield url, links
 
