@@ -62,7 +62,7 @@ DEFAULT_BASE_URL = "https://apigw.klinkcx.com"
 DEFAULT_SANDBOX_TOKEN = "sandbox-token"  # noqa: S105 - a public, documented demo credential
 MIN_SECRET_BYTES = 32
 
-ConfirmMode = Literal["on", "off", "elicit"]
+ConfirmMode = Literal["on", "off", "elicit", "token"]
 
 
 class ConfigError(ValueError):
@@ -161,8 +161,9 @@ class Settings(BaseModel):
     confirm: ConfirmMode = Field(
         "on",
         **_doc(
-            "on: the client's elicitation, else a two-step token; elicit: require elicitation; "
-            "off: no confirmation (warns at start)."
+            "on: the client's elicitation form, else URL elicitation, else the server's approval page "
+            "(a person approves; the model cannot); elicit: in-client elicitation only; token: a two-step "
+            "token the model can satisfy itself (headless automation only); off: none (warns at start)."
         ),
     )
     confirm_tools: tuple[str, ...] = Field(
@@ -182,6 +183,16 @@ class Settings(BaseModel):
         None, **_doc("JSON-lines audit log of every write attempt and decision (must be writable).")
     )
     audit_include_bodies: bool = Field(False, **_doc("Also write message bodies into the audit log."))
+    # Guard: the approval page (klink_mcp/approval_page.py)
+    approval_port: int = Field(
+        0, ge=0, le=65535, **_doc("Port of the approval page on stdio (127.0.0.1).", "0 (ephemeral)")
+    )
+    approval_open_browser: bool = Field(
+        False, **_doc("Open the approval page in the desktop's browser when an approval is needed.")
+    )
+    approval_ttl_s: float = Field(
+        600.0, gt=0, le=3600, **_doc("Seconds a pending approval stays open on the page (max 3600).")
+    )
 
     # Webhooks
     webhook_secret: SecretStr | None = Field(
@@ -436,6 +447,9 @@ _ENV_KEYS: dict[str, str] = {
     "KLINK_ELICITATION_TIMEOUT": "elicitation_timeout_s",
     "KLINK_AUDIT_LOG": "audit_log",
     "KLINK_AUDIT_INCLUDE_BODIES": "audit_include_bodies",
+    "KLINK_APPROVAL_PORT": "approval_port",
+    "KLINK_APPROVAL_OPEN_BROWSER": "approval_open_browser",
+    "KLINK_APPROVAL_TTL": "approval_ttl_s",
     # Webhooks
     "KLINK_WEBHOOK_SECRET": "webhook_secret",
     "KLINK_WEBHOOK_AUTH": "webhook_auth",

@@ -10,6 +10,15 @@ confirmation_token=..."). This module does two things and nothing else:
 - `fence` wraps sanitized text in a tag that tells a model "this is data", in a way the text itself
   cannot close early.
 
+And, for text going OUT to a customer (a message the assistant drafted):
+
+- `clean_outgoing_text` removes the invisible code points that carry no visible meaning (tag
+  characters U+E0000-E007F, bidi controls, zero-width characters - except a ZWJ inside an emoji
+  sequence -, variation selectors not attached to an emoji, other format/control characters) and
+  says how many it removed, so the preview can say so and what is sent equals what was shown;
+- `reveal_invisible` writes every such character as a visible marker (``⟦U+202E⟧``) for the approval
+  page, so a person sees exactly what was hidden in the text before it is removed.
+
 Decisions (safety first):
 
 - U+200D ZERO WIDTH JOINER is removed like every other zero-width character. ZWJ emoji sequences
@@ -40,8 +49,11 @@ import unicodedata
 __all__ = [
     "FENCE_TAG",
     "UNTRUSTED_NOTE",
+    "OutgoingText",
+    "clean_outgoing_text",
     "fence",
     "is_forbidden_char",
+    "reveal_invisible",
     "sanitize_text",
 ]
 
@@ -155,3 +167,113 @@ def fence(s: str, *, label: str, max_len: int | None = None) -> str:
     """
     body = _escape_angles(sanitize_text(s, max_len=max_len))
     return f'<{FENCE_TAG} source="{_escape_label(label)}">\n{body}\n</{FENCE_TAG}>'
+
+
+# -- outgoing text -----------------------------------------------------------------------------------
+
+_ZWJ = "\u200d"
+_VS15_16 = frozenset("\ufe0e\ufe0f")
+_SKIN_TONES = range(0x1F3FB, 0x1F400)
+_KEYCAP_BASES = frozenset("0123456789#*")
+_OUT_NEWLINES = re.compile(r"\r\n|[\u2028\u2029]")
+
+
+def _is_variation_selector(cp: int) -> bool:
+    return 0xFE00 <= cp <= 0xFE0F or 0xE0100 <= cp <= 0xE01EF
+
+
+def _is_emoji_base(ch: str) -> bool:
+    """Good enough for "is this an emoji a variation selector or ZWJ may attach to" (no emoji tables)."""
+    cp = ord(ch)
+    if cp in _EMOJI_BLOCKS or 0x2190 <= cp <= 0x2BFF or cp in (0x00A9, 0x00AE, 0x203C, 0x2049, 0x2122):
+        return True
+    if 0x3030 <= cp <= 0x3299 and unicodedata.category(ch) == "So":
+        return True
+    return unicodedata.category(ch) == "So"
+
+
+def _outgoing_drop(text: str, i: int, kept_prev: str | None) -> bool:
+    ch = text[i]
+    cp = ord(ch)
+    if ch in ("\n", "\t"):
+        return False
+    if _is_variation_selector(cp):
+        if kept_prev is None:
+            return True
+        if ch in _VS15_16:
+            return not (_is_emoji_base(kept_prev) or kept_prev in _KEYCAP_BASES)
+        # Ideographic variation selectors (U+E0100...) refine a CJK ideograph: visible meaning there.
+        return not (cp >= 0xE0100 and unicodedata.category(kept_prev) == "Lo")
+    if ch == _ZWJ:
+        nxt = text[i + 1] if i + 1 < len(text) else None
+        prev_is_emoji = kept_prev is not None and (
+            _is_emoji_base(kept_prev) or kept_prev in _VS15_16 or ord(kept_prev) in _SKIN_TONES
+        )
+        return not (prev_is_emoji and nxt is not None and _is_emoji_base(nxt))
+    return is_forbidden_char(ch)
+
+
+def _outgoing_clean(text: str) -> tuple[str, int]:
+    kept: list[str] = []
+    removed = 0
+    for i, ch in enumerate(text):
+        if _outgoing_drop(text, i, kept[-1] if kept else None):
+            removed += 1
+        else:
+            kept.append(ch)
+    return "".join(kept), removed
+
+
+class OutgoingText:
+    """Text ready to send: `text` is what goes out, `removed` how many invisible characters were taken out."""
+
+    __slots__ = ("removed", "text")
+
+    def __init__(self, text: str, removed: int) -> None:
+        self.text = text
+        self.removed = removed
+
+    def __repr__(self) -> str:  # the text may be a customer message: keep it out of logs
+        return f"OutgoingText(<{len(self.text)} chars>, removed={self.removed})"
+
+    @property
+    def note(self) -> str | None:
+        """What the preview says about it ("3 invisible characters removed"), or None."""
+        if not self.removed:
+            return None
+        plural = "character" if self.removed == 1 else "characters"
+        return f"{self.removed} invisible {plural} removed"
+
+
+def clean_outgoing_text(s: str) -> OutgoingText:
+    """The text a customer will receive: invisible code points without visible meaning removed.
+
+    Removed: tag characters (U+E0000-E007F), bidi controls, zero-width characters (a ZWJ between two
+    emoji is kept: it joins a family or profession emoji), variation selectors not attached to an
+    emoji (ideographic ones after a CJK ideograph are kept), and every other character
+    `is_forbidden_char` rejects. CR LF, U+2028 and U+2029 become LF (not counted: a line break is
+    visible). The text is not otherwise normalised, so what was approved is what is sent, byte for byte.
+    Idempotent: cleaning a cleaned text removes nothing.
+    """
+    text = _OUT_NEWLINES.sub("\n", s).replace("\r", "\n")
+    if text.isascii() and not _UNSAFE_ASCII.search(text):
+        return OutgoingText(text, 0)
+    cleaned, removed = _outgoing_clean(text)
+    return OutgoingText(cleaned, removed)
+
+
+def reveal_invisible(s: str) -> str:
+    """`s` with every character `clean_outgoing_text` would remove written as ``⟦U+XXXX⟧``.
+
+    For display to a person (the approval page): nothing is hidden, nothing is removed silently.
+    """
+    text = _OUT_NEWLINES.sub("\n", s).replace("\r", "\n")
+    out: list[str] = []
+    kept_prev: str | None = None
+    for i, ch in enumerate(text):
+        if _outgoing_drop(text, i, kept_prev):
+            out.append(f"\u27e6U+{ord(ch):04X}\u27e7")
+        else:
+            out.append(ch)
+            kept_prev = ch
+    return "".join(out)

@@ -39,6 +39,9 @@ async def run_demo(settings: Settings) -> int:
 
     if not settings.uses_sandbox:
         settings = settings.model_copy(update={"sandbox": True})
+    if settings.confirm == "on":
+        # The script plays the user too, so it shows the headless two-step token flow (KLINK_CONFIRM=token).
+        settings = settings.model_copy(update={"confirm": "token"})
     server = build_server(settings)
     async with Client(server) as client:
         tools = (await client.list_tools()).tools

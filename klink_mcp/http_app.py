@@ -29,6 +29,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp
 
 from klink_mcp import ops
+from klink_mcp.approval_page import mount_approval_page
 from klink_mcp.auth.oidc import CALLBACK_PATH, LOGIN_PATH, ApprovalSignIn
 from klink_mcp.auth.resource_server import (
     AuthGate,
@@ -147,6 +148,10 @@ def build_http_app(mcp: MCPServer[Any], settings: Settings, host: str) -> ASGIAp
             resource_metadata_url=metadata_url,
             public_paths=public,
         )
+    # The approval page sits outside the bearer gate: a person's browser carries no bearer token; the
+    # page checks Host itself and every POST needs the page's CSRF cookie (see approval_page.py).
+    security = transport_security_for(host, settings.resource_url)
+    app = mount_approval_page(app, mcp, security.allowed_hosts or [], passthrough=(LOGIN_PATH, CALLBACK_PATH))
     if settings.log_format == "json":
         ops.configure_json_logging(settings.log_level)
     return ops.RequestContext(app)

@@ -1,7 +1,9 @@
 """The guard: server-side policy for writes, human confirmation, and the audit log.
 
 - `policy`    - the one risk table (read / write / destructive); tool annotations derive from it.
-- `tokens`    - single-use confirmation tokens bound to tool, arguments and target version.
+- `approvals` - pending approvals a person decides on the approval page (`klink_mcp.approval_page`),
+                in a store whose transitions are compare-and-set (single use enforced there).
+- `tokens`    - single-use confirmation tokens (KLINK_CONFIRM=token) bound to tool, arguments, preview.
 - `preview`   - what the user approves: a sanitized, masked, deterministic `Preview`.
 - `confirm`   - `Guard.authorize(...)`: the confirmation flow every writing tool calls.
 - `audit`     - one JSON line per decision and outcome, plus an in-memory ring.

@@ -14,8 +14,12 @@ kept; free text (message bodies, names, notes, e-mails...) appears only as its l
 `*secret*`, `*password*`, `authorization`) never appears, whatever the setting.
 
 Decisions: "executed", "failed", "confirmation_required", "confirmed_by_token",
-"confirmed_by_elicitation", "declined", "cancelled", "timeout", "refused:<reason>", "read_only",
-"not_guarded".
+"confirmed_by_elicitation", "confirmed_by_page", "approved_on_page", "declined", "cancelled", "timeout",
+"expired", "superseded", "refused:<reason>", "read_only", "not_guarded".
+
+`approval` (approval-page channels) says how a person decided: ``{"ref", "via", "decided_at",
+"client", "user_agent", "principal", "edited", "removed_invisible"}`` - `ref` is a hash of the
+approval id, never the id (the id opens the page).
 
 This module must not import `mcp` and must not raise out of `record` because a disk is full: an
 audit write failure is logged (logger "klink_mcp.guard") and the in-memory record is kept.
@@ -52,6 +56,10 @@ DECISIONS: frozenset[str] = frozenset(
         "confirmation_required",
         "confirmed_by_token",
         "confirmed_by_elicitation",
+        "confirmed_by_page",
+        "approved_on_page",
+        "expired",
+        "superseded",
         "declined",
         "cancelled",
         "timeout",
@@ -178,6 +186,7 @@ class AuditLog:
         channel: str | None = None,
         upstream_status: int | None = None,
         error: str | None = None,
+        approval: Mapping[str, Any] | None = None,
     ) -> dict[str, Any]:
         """Write one record (file and ring) and return it.
 
@@ -200,6 +209,11 @@ class AuditLog:
             "upstream_status": upstream_status,
             "error": None if error is None else sanitize_text(error, max_len=_MAX_ERROR_CHARS),
         }
+        if approval is not None:
+            entry["approval"] = {
+                str(k): sanitize_text(v, max_len=_MAX_PLAIN_CHARS) if isinstance(v, str) else v
+                for k, v in approval.items()
+            }
         line = canonical_json(entry)
         with self._lock:
             self._ring.append(entry)

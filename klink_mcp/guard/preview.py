@@ -4,8 +4,11 @@ The tool layer builds a `Preview` from K-LINK data (the contact's name and maske
 the number of open tickets, the exact message text and channel of a send) before any confirmation.
 Every string in it is sanitized (`klink_mcp.content.sanitize_text`) and length-capped by the model
 itself, so a preview can never carry invisible or bidi characters into an approval dialog; a detail
-value that had invisible characters says so ("[3 hidden characters removed]") because the text the
-user sees must not differ silently from the text that is sent. `render_preview_text` quotes every
+value that had invisible characters says so ("[3 invisible characters removed]", counted by
+`klink_mcp.content.clean_outgoing_text`, the function that cleans text before it is sent) because the
+text the user sees must not differ silently from the text that is sent. A value longer than its cap
+ends with an explicit "…[truncated N chars]" marker, never a silent cut; the approval page shows the
+arguments in full. `render_preview_text` quotes every
 customer-derived value (JSON string quoting, so a quote inside a name cannot end it) and is
 deterministic for the same preview: the SDK pins elicitation answers to the exact question text.
 
@@ -24,7 +27,7 @@ from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
-from klink_mcp.content import is_forbidden_char, sanitize_text
+from klink_mcp.content import clean_outgoing_text, sanitize_text
 from klink_mcp.guard.canonical import canonical_json
 
 __all__ = [
@@ -39,7 +42,7 @@ __all__ = [
 
 _TRUNCATION_ROOM = 32  # "…[truncated N chars]" never exceeds this
 _MAX_DETAILS = 30
-_LINE_BREAKS = ("\r", "\u2028", "\u2029")
+_NOTE = re.compile(r" \[\d+ invisible characters? removed\]$")
 
 
 def _cap(value: str, limit: int) -> str:
@@ -58,9 +61,11 @@ def _one_line(value: str, limit: int) -> str:
 
 
 def _detail_text(value: str, limit: int = 4000) -> str:
-    hidden = sum(1 for ch in value if is_forbidden_char(ch) and ch not in _LINE_BREAKS)
-    note = f" [{hidden} hidden characters removed]" if hidden else ""
-    return _cap(value, limit - len(note)) + note
+    if _NOTE.search(value) and len(value) <= limit:  # already annotated (models may be re-validated)
+        return _cap(value, limit)
+    note = clean_outgoing_text(value).note
+    suffix = f" [{note}]" if note else ""
+    return _cap(value, limit - len(suffix)) + suffix
 
 
 def _capper(limit: int) -> AfterValidator:

@@ -10,7 +10,7 @@ add up (about a third of the list). This module rewrites a schema:
 * an optional value's `anyOf: [X, null]` becomes X, and `"default": null` goes: leaving a key out
   means "not given", which is what null meant. An explicit null for an optional argument is still
   accepted and read as "not given" (`arg_errors.strict_arguments` drops it before the tool runs), and
-  tool results never contain null (`tools._common.compact_result` leaves nulls out).
+  tool results never contain null (`tools.results.compact_result` leaves nulls out).
 
 Descriptions, enums, formats, patterns, bounds and required lists are never touched.
 

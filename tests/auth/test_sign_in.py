@@ -20,7 +20,9 @@ from tests.auth.idp import CLIENT_ID, LocalIdP, Person, running_idp
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
 # The approval page (another module) calls `current_person`; this stand-in route shows what it sees.
-WHOAMI = "/approvals/test-whoami"
+# Under the sign-in path: the session cookie is scoped to /approvals, and the approval page serves
+# every other /approvals/<id>.
+WHOAMI = "/approvals/login/test-whoami"
 
 
 def _whoami_route(server: MCPServer[Any]) -> None:

@@ -36,9 +36,7 @@ async def test_a_reader_cannot_delete_or_send_and_nothing_reaches_klink(idp: Loc
             async with authed_client(srv.mcp_url, token, mode) as client:
                 srv.upstream.seen.clear()
                 deleted = await client.call_tool("delete_contact", {"contact_id": contact_id})
-                sent = await client.call_tool(
-                    "send_message", {"contact_id": contact_id, "message": "hello"}
-                )
+                sent = await client.call_tool("send_message", {"contact_id": contact_id, "message": "hello"})
                 untouched = list(srv.upstream.seen)
                 listed = await client.call_tool("list_tags", {})
     assert deleted.is_error and "klink:delete" in deleted.content[0].text  # type: ignore[union-attr]

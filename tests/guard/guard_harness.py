@@ -7,7 +7,7 @@ is what every test asserts on.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -20,9 +20,10 @@ from mcp.types import CallToolResult, InputRequiredResult, TextContent
 from pydantic import BaseModel
 
 from klink_mcp.config import Settings, load_settings
+from klink_mcp.guard.approvals import ApprovalRecord
 from klink_mcp.guard.confirm import Approval, Guard, GuardRefusal, Pending
 from klink_mcp.guard.policy import annotations_for
-from klink_mcp.guard.preview import Preview, PreviewTarget, mask_email, mask_phone
+from klink_mcp.guard.preview import Preview, PreviewTarget, mask_email, mask_phone, preview_digest
 
 DELETE_C1 = {"contact_id": "c1"}
 GUARD_SECRET = "test-guard-secret-0123456789abcdef-XYZ"
@@ -64,10 +65,15 @@ class FakeTenant:
 
 
 class Outcome(BaseModel):
-    status: Literal["done", "confirmation_required", "cancelled"]
+    """The result shape the tool layer is expected to return (WriteOutcome plus the approval fields)."""
+
+    status: Literal["done", "approval_required", "confirmation_required", "cancelled"]
     channel: str | None = None
     preview: Preview | None = None
     confirmation_token: str | None = None
+    approval_url: str | None = None
+    approval_id: str | None = None
+    sent_text: str | None = None
     expires_in_s: int | None = None
     reason: str | None = None
     next_step: str | None = None
@@ -79,11 +85,41 @@ def _outcome(decision: Approval | Pending) -> Outcome:
             status=decision.status,
             preview=decision.preview,
             confirmation_token=decision.confirmation_token,
+            approval_url=decision.approval_url,
+            approval_id=decision.approval_id,
             expires_in_s=decision.expires_in_s,
             reason=decision.reason,
             next_step=decision.next_step,
         )
-    return Outcome(status="done", channel=decision.channel)
+    return Outcome(status="done", channel=decision.channel, sent_text=decision.approved_text)
+
+
+def build_contact_preview(
+    tenant: FakeTenant, contact_id: str, action: str, details: dict[str, str | int]
+) -> Preview:
+    contact = tenant.contacts.get(contact_id)
+    if contact is None:
+        raise ToolError(f"No contact {contact_id!r}.")
+    return Preview(
+        action=action,
+        summary=f"{action} for {contact['name']}.",
+        target=PreviewTarget(
+            kind="contact",
+            id=contact_id,
+            name=contact["name"],
+            masked_email=mask_email(contact["email"]),
+            masked_phone=mask_phone(contact["phone"]),
+        ),
+        details=details,
+        irreversible=True,
+        target_version=contact["v"],
+    )
+
+
+def delete_binding(tenant: FakeTenant, contact_id: str = "c1") -> str:
+    """What a confirmation of delete_contact(contact_id) binds to: every fact of its preview."""
+    preview = build_contact_preview(tenant, contact_id, "Delete contact", {"open_tickets": 2})
+    return "preview:" + preview_digest(preview)
 
 
 def build_server(guard: Guard, tenant: FakeTenant) -> MCPServer:
@@ -92,23 +128,7 @@ def build_server(guard: Guard, tenant: FakeTenant) -> MCPServer:
 
     def contact_preview(contact_id: str, action: str, details: dict[str, str | int]) -> Preview:
         tenant.preview_loads += 1
-        contact = tenant.contacts.get(contact_id)
-        if contact is None:
-            raise ToolError(f"No contact {contact_id!r}.")
-        return Preview(
-            action=action,
-            summary=f"{action} for {contact['name']}.",
-            target=PreviewTarget(
-                kind="contact",
-                id=contact_id,
-                name=contact["name"],
-                masked_email=mask_email(contact["email"]),
-                masked_phone=mask_phone(contact["phone"]),
-            ),
-            details=details,
-            irreversible=True,
-            target_version=contact["v"],
-        )
+        return build_contact_preview(tenant, contact_id, action, details)
 
     async def guarded(
         ctx: Context[Any, Any],
@@ -116,14 +136,20 @@ def build_server(guard: Guard, tenant: FakeTenant) -> MCPServer:
         args: dict[str, Any],
         token: str | None,
         preview: Callable[[], Preview],
-        run: Callable[[], None],
+        run: Callable[[Approval], None],
+        text_field: str | None = None,
     ) -> Outcome | InputRequiredResult:
         async def load_preview() -> Preview:
             return preview()
 
         try:
             decision = await guard.authorize(
-                ctx, tool=tool, args=args, confirmation_token=token, load_preview=load_preview
+                ctx,
+                tool=tool,
+                args=args,
+                confirmation_token=token,
+                load_preview=load_preview,
+                text_field=text_field,
             )
         except GuardRefusal as exc:
             raise ToolError(
@@ -132,7 +158,7 @@ def build_server(guard: Guard, tenant: FakeTenant) -> MCPServer:
         if isinstance(decision, InputRequiredResult):
             return decision
         if isinstance(decision, Approval):
-            run()
+            run(decision)
             guard.record_outcome(tool, {"contact_id": args["contact_id"]}, args, decision.channel, 200, None)
         return _outcome(decision)
 
@@ -148,7 +174,7 @@ def build_server(guard: Guard, tenant: FakeTenant) -> MCPServer:
             args,
             confirmation_token,
             lambda: contact_preview(contact_id, "Delete contact", {"open_tickets": 2}),
-            lambda: tenant.executions.append(("delete_contact", {"contact_id": contact_id})),
+            lambda _: tenant.executions.append(("delete_contact", {"contact_id": contact_id})),
         )
 
     @mcp.tool(name="send_message", annotations=annotations_for("send_message"))
@@ -163,9 +189,11 @@ def build_server(guard: Guard, tenant: FakeTenant) -> MCPServer:
             args,
             confirmation_token,
             lambda: contact_preview(contact_id, "Send message", {"message": message, "channel": "whatsapp"}),
-            lambda: tenant.executions.append(
-                ("send_message", {"contact_id": contact_id, "message": message})
+            # What the tool layer must do: send the approved text (cleaned, maybe edited on the page).
+            lambda approval: tenant.executions.append(
+                ("send_message", {"contact_id": contact_id, "message": approval.approved_text or message})
             ),
+            text_field="message",
         )
 
     @mcp.tool(name="update_contact_tags", annotations=annotations_for("update_contact_tags"))
@@ -189,7 +217,7 @@ def build_server(guard: Guard, tenant: FakeTenant) -> MCPServer:
             args,
             confirmation_token,
             lambda: contact_preview(contact_id, f"{action} tags", {"tags": ", ".join(tags)}),
-            lambda: tenant.executions.append(
+            lambda _: tenant.executions.append(
                 ("update_contact_tags", {"contact_id": contact_id, "action": action})
             ),
         )
@@ -205,6 +233,7 @@ class Harness:
     guard: Guard
     server: MCPServer
     audit_path: Path
+    links: list[str] = field(default_factory=list)
 
     def audit_lines(self) -> list[dict[str, Any]]:
         return [json.loads(line) for line in self.audit_path.read_text(encoding="utf-8").splitlines()]
@@ -217,18 +246,29 @@ HarnessFactory = Callable[..., Harness]
 
 
 @pytest.fixture
-def make_harness(tmp_path: Path) -> HarnessFactory:
+async def make_harness(tmp_path: Path) -> AsyncIterator[HarnessFactory]:
+    made: list[Harness] = []
+
     def make(**overrides: Any) -> Harness:
-        audit_path = tmp_path / "logs" / "audit.jsonl"
+        audit_path = tmp_path / f"logs{len(made)}" / "audit.jsonl"
         options: dict[str, Any] = {"audit_log": audit_path, "guard_secret": GUARD_SECRET}
         options.update(overrides)
         settings = load_settings(env={}, **options)
         clock = FakeClock()
         tenant = FakeTenant()
-        guard = Guard(settings, clock=clock)
-        return Harness(settings, clock, tenant, guard, build_server(guard, tenant), audit_path)
+        links: list[str] = []
 
-    return make
+        async def person_sees(record: ApprovalRecord, url: str) -> None:
+            links.append(url)  # the person's channel (a desktop browser); never the model's
+
+        guard = Guard(settings, clock=clock, on_approval_link=person_sees)
+        harness = Harness(settings, clock, tenant, guard, build_server(guard, tenant), audit_path, links)
+        made.append(harness)
+        return harness
+
+    yield make
+    for harness in made:
+        await harness.guard.aclose()
 
 
 def outcome_of(result: CallToolResult) -> Outcome:

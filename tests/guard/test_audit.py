@@ -114,3 +114,16 @@ def test_an_argument_without_a_json_form_still_gets_recorded(tmp_path: Path) -> 
     entry = log.record("update_ticket", "executed", args={"ticket_id": "t1", "weight": float("nan")})
     assert entry["args_digest"] is None
     assert json.loads((tmp_path / "audit.jsonl").read_text(encoding="utf-8"))["args"]["ticket_id"] == "t1"
+
+
+def test_an_approval_record_says_how_and_from_where_and_is_sanitized() -> None:
+    log = AuditLog(None)
+    entry = log.record(
+        "delete_contact",
+        "approved_on_page",
+        args={"contact_id": "c1"},
+        channel="page",
+        approval={"ref": "abc", "via": "page", "client": "127.0.0.1", "user_agent": "Chrome\u202e/1"},
+    )
+    assert entry["approval"] == {"ref": "abc", "via": "page", "client": "127.0.0.1", "user_agent": "Chrome/1"}
+    assert "approval" not in log.record("delete_contact", "executed")

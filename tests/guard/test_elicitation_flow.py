@@ -8,7 +8,7 @@ from typing import Any
 import anyio
 import mcp.types as types
 import pytest
-from guard_harness import DELETE_C1, HarnessFactory, outcome_of, refusal_of
+from guard_harness import DELETE_C1, HarnessFactory, delete_binding, outcome_of, refusal_of
 from mcp import Client
 from mcp.client import ClientRequestContext
 
@@ -232,8 +232,8 @@ async def test_a_2026_state_for_other_arguments_is_rejected_by_the_sdk_seal(
 async def test_a_token_is_accepted_even_when_the_client_supports_elicitation(
     make_harness: HarnessFactory,
 ) -> None:
-    h = make_harness()
-    token = h.guard.tokens.mint("delete_contact", DELETE_C1, "version:1").token
+    h = make_harness(confirm="token")
+    token = h.guard.tokens.mint("delete_contact", DELETE_C1, delete_binding(h.tenant)).token
     answers = Answers(DECLINE)
     with anyio.fail_after(10):
         async with Client(h.server, elicitation_callback=answers) as client:
@@ -245,10 +245,23 @@ async def test_a_token_is_accepted_even_when_the_client_supports_elicitation(
     assert len(h.tenant.executions) == 1
 
 
-async def test_a_client_whose_elicitation_fails_falls_back_to_a_preview_and_token(
+async def test_a_client_whose_elicitation_fails_falls_back_to_the_approval_page(
     make_harness: HarnessFactory,
 ) -> None:
     h = make_harness()
+    broken = Answers(types.ErrorData(code=types.INTERNAL_ERROR, message="no UI available"))
+    with anyio.fail_after(10):
+        async with Client(h.server, mode="legacy", elicitation_callback=broken) as client:
+            pending = outcome_of(await client.call_tool("delete_contact", DELETE_C1))
+    assert pending.status == "approval_required"
+    assert pending.approval_url is not None and pending.confirmation_token is None
+    assert h.tenant.executions == []
+
+
+async def test_in_token_mode_a_client_whose_elicitation_fails_falls_back_to_a_preview_and_token(
+    make_harness: HarnessFactory,
+) -> None:
+    h = make_harness(confirm="token")
     broken = Answers(types.ErrorData(code=types.INTERNAL_ERROR, message="no UI available"))
     with anyio.fail_after(10):
         async with Client(h.server, mode="legacy", elicitation_callback=broken) as client:

@@ -74,7 +74,7 @@ def test_a_multi_line_message_is_shown_as_a_block_that_cannot_pass_for_dialog_te
 
 def test_invisible_characters_in_a_message_are_removed_and_announced() -> None:
     preview = make(message="Pay\u202e now\u200b")
-    assert preview.details["message"] == "Pay now [2 hidden characters removed]"
+    assert preview.details["message"] == "Pay now [2 invisible characters removed]"
 
 
 def test_a_quote_in_a_customer_name_cannot_end_the_quotation() -> None:

@@ -11,7 +11,7 @@ from typing import Any
 
 import anyio
 import pytest
-from guard_harness import GUARD_SECRET, HarnessFactory, outcome_of, refusal_of
+from guard_harness import GUARD_SECRET, HarnessFactory, delete_binding, outcome_of, refusal_of
 from mcp import Client
 
 from klink_mcp.config import load_settings
@@ -35,7 +35,7 @@ async def _preview_token(client: Client, tool: str, args: dict[str, Any]) -> str
 async def test_without_a_token_or_elicitation_the_call_only_returns_a_preview(
     make_harness: HarnessFactory, mode: str
 ) -> None:
-    h = make_harness()
+    h = make_harness(confirm="token")
     with anyio.fail_after(10):
         async with Client(h.server, mode=mode) as client:
             pending = outcome_of(await client.call_tool("delete_contact", DELETE_C1))
@@ -54,7 +54,7 @@ async def test_without_a_token_or_elicitation_the_call_only_returns_a_preview(
 async def test_a_valid_token_runs_the_action_exactly_once_and_cannot_be_replayed(
     make_harness: HarnessFactory, mode: str
 ) -> None:
-    h = make_harness()
+    h = make_harness(confirm="token")
     with anyio.fail_after(10):
         async with Client(h.server, mode=mode) as client:
             token = await _preview_token(client, "delete_contact", DELETE_C1)
@@ -104,7 +104,7 @@ def _tamper(token: str) -> str:
 async def test_forged_tokens_are_refused_without_running_anything(
     make_harness: HarnessFactory, mode: str, bad_token: str, reason: str
 ) -> None:
-    h = make_harness()
+    h = make_harness(confirm="token")
     with anyio.fail_after(10):
         async with Client(h.server, mode=mode) as client:
             refusal = refusal_of(
@@ -119,7 +119,7 @@ async def test_forged_tokens_are_refused_without_running_anything(
 
 @ERAS
 async def test_a_tampered_token_is_refused(make_harness: HarnessFactory, mode: str) -> None:
-    h = make_harness()
+    h = make_harness(confirm="token")
     with anyio.fail_after(10):
         async with Client(h.server, mode=mode) as client:
             token = await _preview_token(client, "delete_contact", DELETE_C1)
@@ -137,7 +137,7 @@ async def test_a_tampered_token_is_refused(make_harness: HarnessFactory, mode: s
 
 @ERAS
 async def test_an_expired_token_is_refused(make_harness: HarnessFactory, mode: str) -> None:
-    h = make_harness()
+    h = make_harness(confirm="token")
     with anyio.fail_after(10):
         async with Client(h.server, mode=mode) as client:
             token = await _preview_token(client, "delete_contact", DELETE_C1)
@@ -152,7 +152,7 @@ async def test_an_expired_token_is_refused(make_harness: HarnessFactory, mode: s
 
 @ERAS
 async def test_a_token_for_another_tool_is_refused(make_harness: HarnessFactory, mode: str) -> None:
-    h = make_harness()
+    h = make_harness(confirm="token")
     with anyio.fail_after(10):
         async with Client(h.server, mode=mode) as client:
             token = await _preview_token(client, "send_message", {"contact_id": "c1", "message": "hi"})
@@ -165,7 +165,7 @@ async def test_a_token_for_another_tool_is_refused(make_harness: HarnessFactory,
 
 @ERAS
 async def test_a_token_for_another_contact_is_refused(make_harness: HarnessFactory, mode: str) -> None:
-    h = make_harness()
+    h = make_harness(confirm="token")
     with anyio.fail_after(10):
         async with Client(h.server, mode=mode) as client:
             token = await _preview_token(client, "delete_contact", {"contact_id": "c2"})
@@ -180,9 +180,9 @@ async def test_a_token_for_another_contact_is_refused(make_harness: HarnessFacto
 async def test_a_token_from_a_server_with_another_secret_is_refused(
     make_harness: HarnessFactory, mode: str
 ) -> None:
-    h = make_harness()
+    h = make_harness(confirm="token")
     other = ConfirmationTokens(b"another-secret-of-at-least-32-bytes!!", clock=h.clock)
-    token = other.mint("delete_contact", DELETE_C1, "version:1").token
+    token = other.mint("delete_contact", DELETE_C1, delete_binding(h.tenant)).token
     with anyio.fail_after(10):
         async with Client(h.server, mode=mode) as client:
             refusal = refusal_of(
@@ -194,7 +194,7 @@ async def test_a_token_from_a_server_with_another_secret_is_refused(
 
 @ERAS
 async def test_a_message_edited_after_the_preview_is_refused(make_harness: HarnessFactory, mode: str) -> None:
-    h = make_harness()
+    h = make_harness(confirm="token")
     approved = {"contact_id": "c1", "message": "Your refund is on its way."}
     with anyio.fail_after(10):
         async with Client(h.server, mode=mode) as client:
@@ -209,7 +209,7 @@ async def test_a_message_edited_after_the_preview_is_refused(make_harness: Harne
 async def test_a_target_updated_after_the_preview_gets_a_fresh_preview_instead_of_running(
     make_harness: HarnessFactory, mode: str
 ) -> None:
-    h = make_harness()
+    h = make_harness(confirm="token")
     with anyio.fail_after(10):
         async with Client(h.server, mode=mode) as client:
             token = await _preview_token(client, "delete_contact", DELETE_C1)
@@ -236,7 +236,7 @@ async def test_a_target_updated_after_the_preview_gets_a_fresh_preview_instead_o
 async def test_two_concurrent_confirms_with_one_token_run_the_action_once(
     make_harness: HarnessFactory, mode: str
 ) -> None:
-    h = make_harness()
+    h = make_harness(confirm="token")
     results: list[Any] = []
     with anyio.fail_after(10):
         async with Client(h.server, mode=mode) as client:
@@ -259,7 +259,9 @@ async def test_strict_mode_without_elicitation_refuses_and_never_mints_a_token(
     make_harness: HarnessFactory, mode: str
 ) -> None:
     h = make_harness(confirm="elicit")
-    token = h.guard.tokens.mint("delete_contact", DELETE_C1, "version:1").token  # e.g. from a sibling replica
+    token = h.guard.tokens.mint(
+        "delete_contact", DELETE_C1, delete_binding(h.tenant)
+    ).token  # e.g. from a sibling replica
     with anyio.fail_after(10):
         async with Client(h.server, mode=mode) as client:
             refusal = refusal_of(await client.call_tool("delete_contact", DELETE_C1))
@@ -277,7 +279,7 @@ async def test_strict_mode_without_elicitation_refuses_and_never_mints_a_token(
 async def test_tag_merge_runs_without_confirmation_but_remove_needs_it(
     make_harness: HarnessFactory, mode: str
 ) -> None:
-    h = make_harness()
+    h = make_harness(confirm="token")
     with anyio.fail_after(10):
         async with Client(h.server, mode=mode) as client:
             merged = outcome_of(
@@ -311,9 +313,9 @@ async def test_confirm_off_runs_guarded_tools_immediately_and_warns_at_start(
 async def test_replicas_sharing_the_guard_secret_accept_each_others_tokens(
     make_harness: HarnessFactory,
 ) -> None:
-    h = make_harness()
+    h = make_harness(confirm="token")
     sibling = Guard(load_settings(env={}, guard_secret=GUARD_SECRET), clock=h.clock)
-    token = sibling.tokens.mint("delete_contact", DELETE_C1, "version:1").token
+    token = sibling.tokens.mint("delete_contact", DELETE_C1, delete_binding(h.tenant)).token
     with anyio.fail_after(10):
         async with Client(h.server) as client:
             done = outcome_of(
@@ -324,7 +326,7 @@ async def test_replicas_sharing_the_guard_secret_accept_each_others_tokens(
 
 
 async def test_the_audit_file_holds_every_decision_and_no_secret(make_harness: HarnessFactory) -> None:
-    h = make_harness()
+    h = make_harness(confirm="token")
     message = "Secret plan: refund 500 USD to card 4111"
     tokens: list[str] = []
     with anyio.fail_after(10):

@@ -32,6 +32,8 @@ MEMORY_EVENTS = Path(":memory:")
 def make_settings(**overrides: Any) -> Settings:
     """Settings isolated from the developer's environment, with an in-memory event store."""
     overrides.setdefault("events_db", MEMORY_EVENTS)
+    # Until WriteOutcome carries approval_required (tool layer), guarded calls here use the token flow.
+    overrides.setdefault("confirm", "token")
     return load_settings(env={}, **overrides)
 
 

@@ -76,6 +76,7 @@ def secret_settings(tmp_path: Path, **overrides: Any) -> Settings:
         "audit_log": tmp_path / "audit.jsonl",
         "audit_include_bodies": True,
         "log_level": "DEBUG",
+        "confirm": "token",  # the guarded paths below use the two-step token flow
     }
     return make_settings(**(values | overrides))
 
