@@ -69,7 +69,7 @@ class Settings(BaseModel):
     connect_timeout_s: float = Field(default=5.0, gt=0)
     read_timeout_s: float = Field(default=20.0, gt=0)
     call_deadline_s: float = Field(default=45.0, gt=0)
-    max_attempts: int = Field(default=3, ge=1, le=10)
+    max_attempts: int = Field(default=5, ge=1, le=10)
     page_concurrency: int = Field(default=4, ge=1, le=16)
     operations: dict[str, OperationOverride] = Field(default_factory=dict)
 
@@ -107,6 +107,14 @@ class Settings(BaseModel):
     # HTTP transport of the MCP server
     http_auth_token: SecretStr | None = None
 
+    # Retries and HTTP serving limits (ci-retries): see api/_http.py (RetryBudget) and http_server.py
+    retry_budget: float = Field(default=100.0, ge=0, le=10_000)
+    http_header_timeout_s: float = Field(default=10.0, gt=0, le=300)
+    http_body_timeout_s: float = Field(default=30.0, gt=0, le=3600)
+    http_keepalive_s: float = Field(default=5.0, gt=0, le=300)
+    http_max_connections: int = Field(default=256, ge=1, le=100_000)
+    http_shutdown_grace_s: float = Field(default=30.0, ge=0, le=3600)
+
     @property
     def uses_sandbox(self) -> bool:
         """True when requests go to the embedded tenant (asked for, or no API token is set)."""
@@ -125,6 +133,13 @@ _ENV_KEYS: dict[str, str] = {
     "KLINK_READ_TIMEOUT": "read_timeout_s",
     "KLINK_CALL_DEADLINE": "call_deadline_s",
     "KLINK_MAX_ATTEMPTS": "max_attempts",
+    # Retries and HTTP serving limits (ci-retries)
+    "KLINK_RETRY_BUDGET": "retry_budget",
+    "KLINK_HTTP_HEADER_TIMEOUT": "http_header_timeout_s",
+    "KLINK_HTTP_BODY_TIMEOUT": "http_body_timeout_s",
+    "KLINK_HTTP_KEEPALIVE": "http_keepalive_s",
+    "KLINK_HTTP_MAX_CONNECTIONS": "http_max_connections",
+    "KLINK_HTTP_SHUTDOWN_GRACE": "http_shutdown_grace_s",
     "KLINK_SANDBOX": "sandbox",
     "KLINK_SANDBOX_TOKEN": "sandbox_token",
     "KLINK_SANDBOX_FIXTURE": "sandbox_fixture",
