@@ -252,3 +252,26 @@ async def test_sigterm_lets_a_slow_call_in_flight_finish_then_the_server_exits()
                 code = await process.wait()
     assert code == 0, "".join(seen)
     assert "Traceback" not in "".join(seen), "".join(seen)
+
+
+async def test_the_webhook_receiver_cuts_off_half_sent_requests_too() -> None:
+    # The receiver is the listener K-LINK (and anyone else) can reach: same protocol, same limits.
+    from klink_mcp.webhooks.hub import EventHub
+    from klink_mcp.webhooks.receiver import serve_receiver
+    from klink_mcp.webhooks.store import MEMORY, EventStore
+
+    settings = make_settings(
+        webhook_secret="s" * 40, http_header_timeout_s=HEADER_TIMEOUT_S, http_keepalive_s=KEEPALIVE_S
+    )
+    store = await EventStore.open(MEMORY)
+    try:
+        async with serve_receiver(settings, EventHub(store), port=0) as running:
+            started = time.monotonic()
+            with anyio.fail_after(HEADER_TIMEOUT_S + 5):
+                async with await anyio.connect_tcp("127.0.0.1", running.port) as stream:
+                    await stream.send(b"POST /webhooks/klink HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+                    answer = await _read_until_closed(stream)
+    finally:
+        await store.close()
+    assert answer.startswith(b"HTTP/1.1 408 ")
+    assert HEADER_TIMEOUT_S * 0.9 <= time.monotonic() - started <= HEADER_TIMEOUT_S + 3.0
