@@ -108,11 +108,17 @@ class Settings(BaseModel):
     http_auth_token: SecretStr | None = None
 
     # Retries and HTTP serving limits (ci-retries): see api/_http.py (RetryBudget) and http_server.py
+    # client-wide retry tokens: a retry costs 5 (10 after a timeout); 0 turns retries off
     retry_budget: float = Field(default=100.0, ge=0, le=10_000)
+    # serve --http and the webhook receiver: a request head must arrive within this (else 408, closed)
     http_header_timeout_s: float = Field(default=10.0, gt=0, le=300)
+    # ... and its whole body within this after the head
     http_body_timeout_s: float = Field(default=30.0, gt=0, le=3600)
+    # an idle keep-alive connection is closed after this
     http_keepalive_s: float = Field(default=5.0, gt=0, le=300)
+    # open connections at most (one more is closed at once); also requests in flight (503 beyond)
     http_max_connections: int = Field(default=256, ge=1, le=100_000)
+    # on SIGTERM, calls in flight get this long to finish before they are cancelled
     http_shutdown_grace_s: float = Field(default=30.0, ge=0, le=3600)
 
     @property
