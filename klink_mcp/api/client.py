@@ -191,6 +191,8 @@ class KlinkClient:
 
     `sleep`, `rng` and `clock` are injectable so tests control backoff without real waits; `on_attempt`
     is called after every HTTP attempt (see `_http.Attempt`); `stats` counts calls/attempts/retries.
+    Reads are tried up to `max_attempts` times, every retry paid from one client-wide `retry_budget`
+    of tokens (see `_http.RetryBudget`), so a K-LINK outage is not multiplied by the retries.
     """
 
     def __init__(
