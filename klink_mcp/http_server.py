@@ -169,7 +169,9 @@ def uvicorn_config(
         log_level=settings.log_level.lower(),
         lifespan="on",
         timeout_keep_alive=settings.http_keepalive_s,  # type: ignore[arg-type]  # a float works
-        limit_concurrency=settings.http_max_connections,
+        # uvicorn counts the connection asking too (">= limit" answers 503): + 1 so that a full house of
+        # `http_max_connections` is still served, and the cap itself is enforced in connection_made.
+        limit_concurrency=settings.http_max_connections + 1,
         timeout_graceful_shutdown=settings.http_shutdown_grace_s,  # type: ignore[arg-type]
         # The h11 parser refuses a request head larger than this (431-like 400): no unbounded buffering.
         h11_max_incomplete_event_size=64 * 1024,

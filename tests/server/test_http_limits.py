@@ -172,6 +172,9 @@ async def test_connections_over_the_cap_are_closed_at_once() -> None:
         with anyio.fail_after(HEADER_TIMEOUT_S * 0.8):  # well before any timeout could close it
             async with await anyio.connect_tcp(host, port) as extra:
                 assert await _read_until_closed(extra) == b""
+            # A full house is still served (not 503): the cap is on connections beyond it.
+            await held[0].send(b"GET /nowhere HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            assert (await held[0].receive()).startswith(b"HTTP/1.1 404 ")
         for stream in held:
             await stream.aclose()
 
