@@ -130,9 +130,45 @@ class Settings(BaseModel):
     read_timeout_s: float = Field(20.0, gt=0, **_doc("Seconds to wait for K-LINK's answer."))
     call_deadline_s: float = Field(45.0, gt=0, **_doc("Seconds one call may take, retries included."))
     max_attempts: int = Field(
-        3, ge=1, le=10, **_doc("Attempts for safe (idempotent) requests; a POST is never resent once sent.")
+        5,
+        ge=1,
+        le=10,
+        **_doc(
+            "Attempts for safe (idempotent) reads within the call deadline; a POST is never resent once sent."
+        ),
+    )
+    retry_budget: float = Field(
+        100.0,
+        ge=0,
+        le=10_000,
+        **_doc(
+            "Client-wide retry tokens: a retry costs 5 (10 after a timeout), a success returns 1; when spent, "
+            "calls fail fast instead of piling onto a K-LINK that is down. 0 turns retries off."
+        ),
     )
     page_concurrency: int = Field(4, ge=1, le=16, **_doc("Pages fetched at once when reading every page."))
+    # serve --http and the webhook receiver (klink_mcp/http_server.py)
+    http_header_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        le=300,
+        **_doc("Seconds for a request head to arrive (else 408 and the connection closes)."),
+    )
+    http_body_timeout_s: float = Field(
+        30.0, gt=0, le=3600, **_doc("Seconds for a request body to arrive after its head.")
+    )
+    http_keepalive_s: float = Field(
+        5.0, gt=0, le=300, **_doc("Seconds an idle keep-alive connection stays open.")
+    )
+    http_max_connections: int = Field(
+        256, ge=1, le=100_000, **_doc("Open connections at most (one more is closed at once).")
+    )
+    http_shutdown_grace_s: float = Field(
+        30.0,
+        ge=0,
+        le=3600,
+        **_doc("On SIGTERM, seconds calls in flight get to finish before they are cancelled."),
+    )
     operations: dict[str, OperationOverride] = Field(default_factory=dict)
 
     # Sandbox (embedded tenant)
@@ -430,6 +466,12 @@ _ENV_KEYS: dict[str, str] = {
     "KLINK_CALL_DEADLINE": "call_deadline_s",
     "KLINK_MAX_ATTEMPTS": "max_attempts",
     "KLINK_PAGE_CONCURRENCY": "page_concurrency",
+    "KLINK_RETRY_BUDGET": "retry_budget",
+    "KLINK_HTTP_HEADER_TIMEOUT": "http_header_timeout_s",
+    "KLINK_HTTP_BODY_TIMEOUT": "http_body_timeout_s",
+    "KLINK_HTTP_KEEPALIVE": "http_keepalive_s",
+    "KLINK_HTTP_MAX_CONNECTIONS": "http_max_connections",
+    "KLINK_HTTP_SHUTDOWN_GRACE": "http_shutdown_grace_s",
     # Sandbox
     "KLINK_SANDBOX": "sandbox",
     "KLINK_SANDBOX_TOKEN": "sandbox_token",

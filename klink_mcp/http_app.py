@@ -168,12 +168,16 @@ def webhooks_configured(settings: Settings) -> bool:
 
 
 async def serve_http(mcp: MCPServer[Any], settings: Settings, host: str, port: int) -> None:
-    import uvicorn
+    """Serve MCP over Streamable HTTP with the limits of `http_server` until SIGTERM/SIGINT (graceful).
+
+    Raises:
+        OSError: the address cannot be bound.
+    """
+    from klink_mcp.http_server import serve
 
     app = build_http_app(mcp, settings, host)
-    config = uvicorn.Config(app, host=host, port=port, log_level=settings.log_level.lower(), lifespan="on")
     logger.info("serving MCP over Streamable HTTP on http://%s:%d/mcp", host, port)
-    await uvicorn.Server(config).serve()
+    await serve(app, settings, host, port)
 
 
 async def serve_stdio_with_webhooks(mcp: MCPServer[Any], settings: Settings, webhooks_port: int) -> None:

@@ -24,7 +24,8 @@ pytestmark = pytest.mark.anyio
 
 ROOT = Path(__file__).resolve().parent.parent
 SNAPS = Path(__file__).resolve().parent / "__toolsnaps__"
-REGISTRY_SCHEMA = ROOT.parent / "shared" / "registry" / "server.schema.json"
+# Vendored (see schemas/registry/README.md): no test reads outside the repository.
+REGISTRY_SCHEMA = ROOT / "schemas" / "registry" / "server.schema.json"
 COMPILED_TOOLS = (
     "create_contact",
     "update_contact",

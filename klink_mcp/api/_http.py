@@ -7,7 +7,8 @@ unwrapping of K-LINK's many response envelopes.
 
 Retry rules (design.md pattern 3):
 - An attempt is repeated only for an idempotent operation (see `catalog.Operation.idempotent`) after a
-  connect error, a read/write timeout, a dropped connection, 408, 429 or 5xx; at most `max_attempts`.
+  connect error, a read/write timeout, a dropped connection, 408, 429 or 5xx; at most `max_attempts`
+  (5 by default: at 20% independent transient faults, 0.2^5 = 0.03% of reads still fail).
 - A non-idempotent operation (POST) is repeated ONLY when the failure proves nothing was sent
   (ConnectError, ConnectTimeout, PoolTimeout: no connection existed). Any other failure after its bytes
   may have left - read timeout, disconnect, the deadline, a 5xx - raises `AmbiguousWriteError`; a 4xx
@@ -16,6 +17,14 @@ Retry rules (design.md pattern 3):
   `Retry-After` (seconds or HTTP date) when given. A `Retry-After` above 60 s is not waited for: the error
   is raised with `retry_after` so the caller can decide. No wait ever runs past the call deadline; the
   last error is raised instead. All waits go through the injected `sleep`, so tests never really sleep.
+- Retries do not amplify an outage: every retry (not first attempts) spends tokens from ONE client-wide
+  `RetryBudget`, a token bucket as in the AWS SDKs' "standard" retry mode: a retry costs 5 tokens (10 after
+  a timeout, which held a connection for long), a call that succeeds at once puts 1 token back, and a call
+  that succeeds on a retry gives back what that retry cost. While K-LINK answers most calls the bucket stays
+  full; when it is down, the bucket empties after a few calls and every later call fails after its first
+  attempt with an error saying K-LINK looks down, instead of each call multiplying the load by 5. The
+  default 100 tokens allow 20 retries with nothing succeeding: 100 calls against a dead upstream make at
+  most 120 attempts.
 
 It must never log or put into an error the token, the Authorization header, query strings or bodies
 (they carry customer data); server text is scrubbed of the token before it reaches an error.
@@ -103,6 +112,54 @@ class HttpStats:
     attempts: int = 0
     retries: int = 0
     max_attempts_per_call: int = 0
+    retries_refused: int = 0  # retries the budget did not allow
+
+
+RETRY_COST: Final = 5.0
+TIMEOUT_RETRY_COST: Final = 10.0
+SUCCESS_REFILL: Final = 1.0
+DEFAULT_RETRY_BUDGET: Final = 100.0
+_LOOKS_DOWN: Final = (
+    " K-LINK looks down or overloaded: too many recent requests failed, so this client stopped retrying "
+    "(its retry budget is spent) rather than add load. Retries resume as calls succeed again; "
+    "try again in a minute, and check K-LINK's status if it persists."
+)
+
+
+class RetryBudget:
+    """A client-wide token bucket that every retry must pay into (first attempts are free).
+
+    `capacity` tokens to start with and at most; a retry costs `RETRY_COST` (`TIMEOUT_RETRY_COST` after a
+    timeout); a call that succeeds at its first attempt refills `SUCCESS_REFILL`, one that succeeds on a
+    retry refunds that retry's cost. Not thread-safe: one event loop owns a client. A capacity of 0 turns
+    retries off.
+    """
+
+    __slots__ = ("capacity", "tokens")
+
+    def __init__(self, capacity: float = DEFAULT_RETRY_BUDGET) -> None:
+        """
+        Raises:
+            ConfigError: a negative or non-finite capacity.
+        """
+        if not math.isfinite(capacity) or capacity < 0:
+            raise ConfigError("the retry budget must be a finite number of tokens, 0 or more")
+        self.capacity = float(capacity)
+        self.tokens = float(capacity)
+
+    def __repr__(self) -> str:
+        return f"RetryBudget({self.tokens:g}/{self.capacity:g})"
+
+    def try_spend(self, cost: float) -> bool:
+        """Take `cost` tokens for one retry; False (and nothing taken) when there are not enough."""
+        if cost > self.tokens:
+            return False
+        self.tokens -= cost
+        return True
+
+    def refill(self, amount: float) -> None:
+        """Give tokens back (a success), never above the capacity."""
+        self.tokens = min(self.capacity, self.tokens + amount)
 
 
 @dataclass(frozen=True, slots=True)
@@ -469,6 +526,13 @@ def _classify_transport_error(exc: httpx2.TransportError, op: Operation, scrub: 
     return failure
 
 
+def _say_upstream_looks_down(error: KlinkError) -> None:
+    """Append the budget's verdict to an error this call created (its type and code stay the same)."""
+    error.message = error.message.rstrip() + _LOOKS_DOWN
+    error.args = (error.message,)
+    error.upstream_looks_down = True
+
+
 class HttpCore:
     """Sends catalogue operations to K-LINK with auth, the deadline, retries and the error map."""
 
@@ -482,7 +546,8 @@ class HttpCore:
         connect_timeout_s: float = 5.0,
         read_timeout_s: float = 20.0,
         call_deadline_s: float = 45.0,
-        max_attempts: int = 3,
+        max_attempts: int = 5,
+        retry_budget: RetryBudget | None = None,
         sleep: Sleep = anyio.sleep,
         rng: random.Random | None = None,
         clock: Clock | None = None,
@@ -508,6 +573,8 @@ class HttpCore:
         self.stats = HttpStats()
         self.base_url = str(url).rstrip("/")
         self.max_attempts = max_attempts
+        self.retry_budget = retry_budget if retry_budget is not None else RetryBudget()
+        self._budget_spent = False  # said once per outage in the log, not once per call
         self._scrub = _Scrubber(token)
         self._connect_timeout_s = connect_timeout_s
         self._read_timeout_s = read_timeout_s
@@ -574,6 +641,7 @@ class HttpCore:
         self.stats.calls += 1
         deadline = self._clock() + self._call_deadline_s
         attempt = 0
+        spent = 0.0  # what the latest retry of this call took from the budget
         while True:
             attempt += 1
             started = self._clock()
@@ -581,6 +649,19 @@ class HttpCore:
                 response = await self._attempt(op, path, params, content, request_headers, deadline)
             except _Failure as failure:
                 delay = self._retry_delay(failure, attempt, deadline)
+                if delay is not None:
+                    spent = TIMEOUT_RETRY_COST if isinstance(failure.error, KlinkTimeout) else RETRY_COST
+                    if not self.retry_budget.try_spend(spent):
+                        delay = None
+                        self.stats.retries_refused += 1
+                        if self.retry_budget.capacity > 0:  # 0 means "retries off", not "K-LINK down"
+                            _say_upstream_looks_down(failure.error)
+                            if not self._budget_spent:
+                                self._budget_spent = True
+                                log.warning(
+                                    "K-LINK looks down: too many requests failed and the retry budget is "
+                                    "spent; calls now fail after one attempt until requests succeed again"
+                                )
                 self._record(
                     op, path, attempt, started, failure.status, failure.error, retrying=delay is not None
                 )
@@ -589,6 +670,10 @@ class HttpCore:
                 self.stats.retries += 1
                 await self._sleep(delay)
                 continue
+            self.retry_budget.refill(spent if attempt > 1 else SUCCESS_REFILL)
+            if self._budget_spent:
+                self._budget_spent = False
+                log.warning("K-LINK answers again: retries resume as the retry budget refills")
             self._record(op, path, attempt, started, response.status_code, None, retrying=False)
             return self._success(op, response, page or 1, page_size or 10)
 

@@ -27,7 +27,18 @@ import anyio
 import httpx2
 from pydantic import BaseModel, SecretStr, ValidationError
 
-from klink_mcp.api._http import Attempt, Clock, HttpCore, HttpStats, PathParams, RawPage, Sleep, validate_id
+from klink_mcp.api._http import (
+    DEFAULT_RETRY_BUDGET,
+    Attempt,
+    Clock,
+    HttpCore,
+    HttpStats,
+    PathParams,
+    RawPage,
+    RetryBudget,
+    Sleep,
+    validate_id,
+)
 from klink_mcp.api.auth import authorization_header, credentials_from_settings
 from klink_mcp.api.catalog import Catalog
 from klink_mcp.api.errors import KlinkAPIError, KlinkError, KlinkInputError
@@ -181,6 +192,8 @@ class KlinkClient:
 
     `sleep`, `rng` and `clock` are injectable so tests control backoff without real waits; `on_attempt`
     is called after every HTTP attempt (see `_http.Attempt`); `stats` counts calls/attempts/retries.
+    Reads are tried up to `max_attempts` times, every retry paid from one client-wide `retry_budget`
+    of tokens (see `_http.RetryBudget`), so a K-LINK outage is not multiplied by the retries.
     """
 
     def __init__(
@@ -193,7 +206,8 @@ class KlinkClient:
         connect_timeout_s: float = 5.0,
         read_timeout_s: float = 20.0,
         call_deadline_s: float = 45.0,
-        max_attempts: int = 3,
+        max_attempts: int = 5,
+        retry_budget: float = DEFAULT_RETRY_BUDGET,
         page_concurrency: int = 4,
         sleep: Sleep = anyio.sleep,
         rng: random.Random | None = None,
@@ -220,6 +234,7 @@ class KlinkClient:
             read_timeout_s=read_timeout_s,
             call_deadline_s=call_deadline_s,
             max_attempts=max_attempts,
+            retry_budget=RetryBudget(retry_budget),
             sleep=sleep,
             rng=rng,
             clock=clock,
@@ -251,6 +266,7 @@ class KlinkClient:
             read_timeout_s=settings.read_timeout_s,
             call_deadline_s=settings.call_deadline_s,
             max_attempts=settings.max_attempts,
+            retry_budget=settings.retry_budget,
             page_concurrency=settings.page_concurrency,
         )
 

@@ -69,6 +69,9 @@ class KlinkError(Exception):
     """
 
     code: ClassVar[ErrorCode] = ErrorCode.KLINK_ERROR
+    # Set by the retry layer when this call was not retried because the client-wide retry budget is
+    # spent (many recent requests failed): K-LINK looks down. `message` then says so too.
+    upstream_looks_down: bool = False
 
     def __init__(self, message: str, *, operation: str | None = None) -> None:
         super().__init__(message)

@@ -104,6 +104,12 @@ def translate_error(exc: BaseException, hints: Mapping[ErrorCode, str]) -> CallT
     if isinstance(exc, api_errors.KlinkError):
         code = exc.code
         text = _UPSTREAM_TEXT[code](exc)
+        if exc.upstream_looks_down:
+            # The client-wide retry budget is spent: say so, so the assistant stops hammering too.
+            text += (
+                " Many recent K-LINK requests failed, so this one was not retried: K-LINK looks down or "
+                "overloaded. Wait a minute before trying again."
+            )
         field = getattr(exc, "field", None)
         extra = {"retry_after_s": getattr(exc, "retry_after", None), "fields": [field] if field else None}
     elif isinstance(exc, FormValueError):

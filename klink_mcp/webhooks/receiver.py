@@ -353,11 +353,15 @@ class RunningReceiver:
         return self.base_url + WEBHOOK_PATH
 
 
-def _uvicorn_server(app: Starlette, host: str, port: int) -> uvicorn.Server:
+def _uvicorn_server(app: Starlette, host: str, port: int, settings: Settings) -> uvicorn.Server:
+    from klink_mcp.http_server import protocol_class  # header/body timeouts and the connection cap
+
     config = uvicorn.Config(
         app,
         host=host,
         port=port,
+        http=protocol_class(settings),
+        timeout_keep_alive=settings.http_keepalive_s,  # type: ignore[arg-type]  # a float works
         # stdout may be the MCP protocol: no uvicorn logging config (it would log to stdout), no access log.
         log_config=None,
         access_log=False,
@@ -377,7 +381,7 @@ class _ReceiverServer:
         app = create_webhook_app(hub, settings)
         self.sock = _bind_socket(host, port)
         self.running = RunningReceiver(host=host, port=int(self.sock.getsockname()[1]))
-        self.server = _uvicorn_server(app, host, self.running.port)
+        self.server = _uvicorn_server(app, host, self.running.port, settings)
 
     async def serve(self) -> None:
         logger.info("webhook receiver listening on %s", self.running.url)

@@ -61,13 +61,15 @@ async def test_a_read_that_keeps_failing_stops_after_max_attempts(
     client = make_client(script, on_attempt=attempts.append)
     with pytest.raises(errors.ServerError):
         await client.get_contact("c1")
-    assert len(script.requests) == 3
-    assert [a.attempt for a in attempts] == [1, 2, 3]
-    assert [a.retrying for a in attempts] == [True, True, False]
-    assert len(fake_time.sleeps) == 2
-    assert client.stats.attempts == 3
-    assert client.stats.retries == 2
-    assert client.stats.max_attempts_per_call == 3
+    # Five attempts by default (the budget is full: 4 retries cost 20 of its 100 tokens).
+    assert len(script.requests) == 5
+    assert [a.attempt for a in attempts] == [1, 2, 3, 4, 5]
+    assert [a.retrying for a in attempts] == [True, True, True, True, False]
+    assert len(fake_time.sleeps) == 4
+    assert client.stats.attempts == 5
+    assert client.stats.retries == 4
+    assert client.stats.max_attempts_per_call == 5
+    assert client.stats.retries_refused == 0
 
 
 @pytest.mark.parametrize("max_attempts", [1, 2, 5])
@@ -326,3 +328,112 @@ async def test_a_wait_that_overruns_the_deadline_ends_the_call_without_another_a
         await client.create_ticket(NEW_TICKET)
     assert not isinstance(caught.value, errors.AmbiguousWriteError)  # nothing was ever sent
     assert len(script.requests) == 1
+
+
+# ---------------------------------------------------------------------------------------------- the budget
+
+
+async def test_an_upstream_that_is_down_gets_at_most_120_attempts_from_100_calls(
+    make_client: Callable[..., KlinkClient], fake_time: FakeTime
+) -> None:
+    # The default budget (100 tokens, 5 per retry) pays for 20 retries when nothing succeeds: the first
+    # calls use their 5 attempts, then every call fails after its first attempt, saying K-LINK looks down.
+    script = Script((503, {"message": "Service Unavailable"}))
+    client = make_client(script)
+    messages: list[str] = []
+    for _ in range(100):
+        with pytest.raises(errors.ServerError) as caught:
+            await client.get_contact("c1")
+        messages.append(str(caught.value))
+    assert len(script.requests) == 5 * 5 + 95 == 120
+    assert client.stats.retries == 20
+    assert client.stats.retries_refused == 95  # calls 6..100 wanted a retry and were refused
+    assert all("looks down" not in m for m in messages[:5])
+    assert all("K-LINK looks down or overloaded" in m and "(HTTP 503)" in m for m in messages[5:])
+    assert len(fake_time.sleeps) == 20
+
+
+async def test_timeouts_cost_the_budget_twice_as_much(
+    make_client: Callable[..., KlinkClient], fake_time: FakeTime
+) -> None:
+    script = Script(httpx2.ReadTimeout("read timed out"))
+    client = make_client(script, call_deadline_s=10_000)
+    for _ in range(10):
+        with pytest.raises(errors.KlinkTimeout):
+            await client.list_tags()
+    # 100 tokens / 10 per timeout retry = 10 retries in all, then first attempts only.
+    assert len(script.requests) == 10 + 10
+    assert client.stats.retries == 10
+
+
+async def test_successes_refill_the_budget_and_retries_resume(
+    make_client: Callable[..., KlinkClient], fake_time: FakeTime
+) -> None:
+    down = (503, b"")
+    script = Script(*([down] * 26), *([OK] * 4), down, OK, down, OK)
+    client = make_client(script)
+    for _ in range(6):  # 5 calls x 5 attempts empty the bucket; the 6th gets one attempt
+        with pytest.raises(errors.ServerError):
+            await client.get_contact("c1")
+    assert len(script.requests) == 26 and client.stats.retries == 20
+    for _ in range(4):  # 4 tokens back: not yet enough for a retry (5)
+        await client.get_contact("c1")
+    with pytest.raises(errors.ServerError, match="looks down"):
+        await client.get_contact("c1")
+    await client.get_contact("c1")  # the 5th token
+    contact = await client.get_contact("c1")  # 503, retried, OK
+    assert contact.id == "c1"
+    assert client.stats.retries == 21 and len(script.requests) == 34
+
+
+async def test_a_retry_that_succeeds_gives_its_tokens_back(
+    make_client: Callable[..., KlinkClient], fake_time: FakeTime
+) -> None:
+    # 30 calls each needing one retry cost 150 tokens in all, more than the budget holds, yet none is
+    # refused: each successful retry refunds what it took.
+    steps = [(500, b""), OK] * 30
+    script = Script(*steps)
+    client = make_client(script)
+    for _ in range(30):
+        await client.get_contact("c1")
+    assert client.stats.retries == 30 and client.stats.retries_refused == 0
+
+
+async def test_a_budget_of_zero_turns_retries_off_without_claiming_an_outage(
+    make_client: Callable[..., KlinkClient], fake_time: FakeTime
+) -> None:
+    script = Script((500, {"message": "boom"}))
+    with pytest.raises(errors.ServerError) as caught:
+        await make_client(script, retry_budget=0).get_contact("c1")
+    assert len(script.requests) == 1 and fake_time.sleeps == []
+    assert "looks down" not in str(caught.value)
+
+
+async def test_the_budget_never_lets_a_write_be_resent(
+    make_client: Callable[..., KlinkClient], fake_time: FakeTime
+) -> None:
+    script = Script((502, b""))
+    with pytest.raises(errors.AmbiguousWriteError):
+        await make_client(script).create_ticket(NEW_TICKET)
+    assert len(script.requests) == 1
+
+
+@pytest.mark.parametrize("capacity", [-1.0, float("nan"), float("inf")])
+async def test_a_negative_or_non_finite_budget_is_refused(capacity: float) -> None:
+    from klink_mcp.api._http import RetryBudget
+    from klink_mcp.config import ConfigError
+
+    with pytest.raises(ConfigError, match="retry budget"):
+        RetryBudget(capacity)
+
+
+async def test_a_refused_retry_flags_the_error_as_upstream_down(
+    make_client: Callable[..., KlinkClient], fake_time: FakeTime
+) -> None:
+    client = make_client(Script(httpx2.ConnectError("connection refused")))
+    flags: list[bool] = []
+    for _ in range(6):
+        with pytest.raises(errors.KlinkConnectionError) as caught:
+            await client.list_tags()
+        flags.append(caught.value.upstream_looks_down)
+    assert flags == [False] * 5 + [True]

@@ -123,3 +123,12 @@ def test_every_code_the_guard_refuses_with_is_in_the_one_enum() -> None:
     }
     assert codes, "no GuardRefusal(...) call found: the check would prove nothing"
     assert codes <= {code.value for code in ErrorCode}
+
+
+def test_a_call_not_retried_because_klink_looks_down_tells_the_model_to_wait() -> None:
+    exc = api_errors.ServerError(503, "unavailable")
+    exc.upstream_looks_down = True
+    text = translate_error(exc, {}).content[0].text  # type: ignore[union-attr]
+    assert "looks down" in text and "Wait a minute" in text
+    plain = translate_error(api_errors.ServerError(503, "unavailable"), {}).content[0].text  # type: ignore[union-attr]
+    assert "looks down" not in plain
