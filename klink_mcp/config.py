@@ -230,6 +230,23 @@ class Settings(BaseModel):
         600.0, gt=0, le=3600, **_doc("Seconds a pending approval stays open on the page (max 3600).")
     )
 
+    # Guard: policy by effect (klink_mcp/guard/policy.py)
+    approval_statuses: tuple[str, ...] = Field(
+        ("resolved", "closed"),
+        **_doc(
+            "Ticket statuses that solve or close a ticket (the customer is usually notified), "
+            "comma-separated: moving a ticket to one of them needs approval.",
+            "resolved,closed",
+        ),
+    )
+    confirm_overwrites: bool = Field(
+        False,
+        **_doc(
+            "Also ask for approval before overwriting a field with a new value (clearing a field, "
+            "replacing tags, names, e-mails or phones always asks)."
+        ),
+    )
+
     # Webhooks
     webhook_secret: SecretStr | None = Field(
         None, **_doc("Signing secret of the K-LINK webhook (x-signature), 32+ bytes.")
@@ -310,6 +327,15 @@ class Settings(BaseModel):
             if name not in TOOLSET_NAMES:
                 raise ValueError(f"unknown toolset {name!r}{_did_you_mean(name, TOOLSET_NAMES)}")
         return value
+
+    @field_validator("approval_statuses")
+    @classmethod
+    def _status_names(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        # Compared case-insensitively with the ticket's new status; a blank name would match nothing.
+        names = tuple(dict.fromkeys(v.strip().lower() for v in value))
+        if not names or any(not n for n in names):
+            raise ValueError("give at least one status name, comma-separated (e.g. resolved,closed)")
+        return names
 
     @field_validator("api_token", "basic_password")
     @classmethod
@@ -513,6 +539,8 @@ _ENV_KEYS: dict[str, str] = {
     "KLINK_OAUTH_CLIENT_ID": "oauth_client_id",
     "KLINK_OAUTH_CLIENT_SECRET": "oauth_client_secret",
     "KLINK_FOUR_EYES_TOOLS": "four_eyes_tools",
+    "KLINK_APPROVAL_STATUSES": "approval_statuses",
+    "KLINK_CONFIRM_OVERWRITES": "confirm_overwrites",
     "KLINK_LOG_FORMAT": "log_format",
     "KLINK_METRICS_PUBLIC": "metrics_public",
 }

@@ -78,6 +78,8 @@ GOOD: dict[str, tuple[str, Any]] = {
     "four_eyes_tools": ('"delete_contact, send_message"', ("delete_contact", "send_message")),
     "log_format": ('"json"', "json"),
     "metrics_public": ("true", True),
+    "approval_statuses": ('"Resolved, closed, spam"', ("resolved", "closed", "spam")),
+    "confirm_overwrites": ("true", True),
 }
 # Settings that are only valid together with another one.
 COMPANIONS: dict[str, dict[str, str]] = {
@@ -324,6 +326,7 @@ def _bad_env_value(field: str) -> str | None:
         "resource_url": "ftp://mcp.example.com",
         "oauth_issuer": "not-a-url",
         "oauth_jwks_url": "ftp://idp.example.com/jwks",
+        "approval_statuses": " , ",
     }.get(field)
 
 
