@@ -17,6 +17,11 @@ Decisions: "executed", "failed", "confirmation_required", "confirmed_by_token",
 "confirmed_by_elicitation", "confirmed_by_page", "approved_on_page", "declined", "cancelled", "timeout",
 "expired", "superseded", "refused:<reason>", "read_only", "not_guarded".
 
+`change` (executed writes whose tool reports it): the before -> after of exactly the fields the call
+changed, values in full - a before-image, so a mistake can be undone by hand. It is personal data
+like the rest of the log (the file is private to the server's user); message bodies never appear in
+it (a send has no before-image).
+
 `approval` (approval-page channels) says how a person decided: ``{"ref", "via", "decided_at",
 "client", "user_agent", "principal", "edited", "removed_invisible"}`` - `ref` is a hash of the
 approval id, never the id (the id opens the page).
@@ -187,8 +192,12 @@ class AuditLog:
         upstream_status: int | None = None,
         error: str | None = None,
         approval: Mapping[str, Any] | None = None,
+        change: Mapping[str, Any] | None = None,
     ) -> dict[str, Any]:
         """Write one record (file and ring) and return it.
+
+        `change`: the before -> after of what an executed write changed, `{field: {"before": ...,
+        "after": ...}}`, kept in full (sanitized, not summarised) so a mistake can be undone by hand.
 
         Raises:
             ValueError: `decision` is not in the vocabulary (a programming error).
@@ -214,6 +223,8 @@ class AuditLog:
                 str(k): sanitize_text(v, max_len=_MAX_PLAIN_CHARS) if isinstance(v, str) else v
                 for k, v in approval.items()
             }
+        if change is not None:
+            entry["change"] = {str(k): _plain(v) for k, v in change.items()}
         line = canonical_json(entry)
         with self._lock:
             self._ring.append(entry)
@@ -293,3 +304,16 @@ def _tail_records(path: Path, limit: int) -> list[dict[str, Any]]:
         if isinstance(record, dict):
             records.append(record)
     return list(reversed(records))
+
+
+def _plain(value: Any) -> Any:
+    """A JSON-ready copy of a before/after value, every string sanitized (never cut)."""
+    if isinstance(value, str):
+        return sanitize_text(value, max_len=None)
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    return sanitize_text(str(value), max_len=None)

@@ -278,11 +278,7 @@ def guard_description(tool: str, settings: Settings | None = None) -> str:
     row = policy_for(tool)
     ttl = int(settings.confirmation_ttl_s) if settings is not None else 120
     strict = settings is not None and settings.confirm == "elicit"
-    which = (
-        "With action REPLACE or REMOVE (they take tags away) this"
-        if row.risk_for_args is not None
-        else "This"
-    )
+    which = f"{row.guarded_when} this" if row.risk_for_args is not None and row.guarded_when else "This"
     what = "cannot be undone, so it" if row.irreversible else ""
     first = f"{which} action {what} needs the user's explicit confirmation.".replace("  ", " ")
     if strict:
@@ -416,8 +412,13 @@ class Guard:
         channel: str | None,
         upstream_status: int | None,
         error: str | None,
+        *,
+        change: Mapping[str, Any] | None = None,
     ) -> None:
-        """Audit what happened upstream after an `Approval`: "executed", or "failed" when `error` is set."""
+        """Audit what happened upstream after an `Approval`: "executed", or "failed" when `error` is set.
+
+        `change` is the before -> after of what the call changed (the audit's `change` field).
+        """
         self.audit.record(
             tool,
             "executed" if error is None else "failed",
@@ -426,6 +427,7 @@ class Guard:
             channel=channel,
             upstream_status=upstream_status,
             error=error,
+            change=change,
         )
 
     # -- the entry point -----------------------------------------------------------------------

@@ -10,9 +10,18 @@ lazily, never at import time). Everything else is derived from the table:
 - `annotations_for(tool)` - the MCP tool annotations (hints for the host's approval UI);
 - `guarded_tools(settings)` - the tools whose calls may need confirmation (destructive ones plus
   `KLINK_CONFIRM_TOOLS`);
-- `needs_confirmation(tool, args, settings)` - the per-call answer, which can depend on the arguments:
-  `update_contact_tags` with `MERGE` only adds tags (write), while `REPLACE` and `REMOVE` take tags
-  away (destructive). Its annotation says destructive because the tool can be.
+- `needs_confirmation(tool, args, settings)` - the per-call answer, which depends on the arguments:
+  the policy is by EFFECT, not by tool name. `update_contact_tags` with `MERGE` only adds tags
+  (write), while `REPLACE` and `REMOVE` take tags away (destructive); an update is destructive when
+  it clears a value, replaces tags, or replaces how a customer is reached or who they are
+  (`update_effect_risk`); a status change is destructive when it solves or closes the ticket
+  (`status_change_risk`, statuses from `KLINK_APPROVAL_STATUSES`). Other overwrites are writes
+  (recorded in the audit log with their before-image) unless `KLINK_CONFIRM_OVERWRITES` is set. A
+  tool's annotation says destructive when SOME argument makes it so.
+
+The classifiers read the arguments only (no fresh data): they fail closed, so a call whose shape
+can lose data asks even when, on this target, it would change nothing (e.g. setting a name to the
+name it already has).
 
 This is server-side policy, not a hint: the guard enforces it whatever the client or model claims.
 This module must not import the tool layer (`klink_mcp.tools`) nor the K-LINK client, and must not do
@@ -42,10 +51,16 @@ __all__ = [
     "UnknownToolError",
     "annotations_for",
     "annotations_of",
+    "clears",
+    "closing_statuses",
     "guarded_tools",
     "needs_confirmation",
+    "overwrites",
     "policy_for",
     "risk_of",
+    "status_change_risk",
+    "update_effect_risk",
+    "update_effects",
 ]
 
 
@@ -71,12 +86,21 @@ class ToolPolicy:
     risk: Risk
     idempotent: bool
     open_world: bool = True
-    risk_for_args: Callable[[Mapping[str, Any]], Risk] | None = None
+    risk_for_args: Callable[[Mapping[str, Any], Settings | None], Risk] | None = None
     irreversible: bool = False
+    # When `risk_for_args` is set: which calls need a yes, as a clause for the tool's description
+    # ("When it clears a field, ..."); the guard's paragraph starts with it.
+    guarded_when: str = ""
 
-    def risk_of(self, args: Mapping[str, Any]) -> Risk:
-        """The risk of one call with these arguments (never above the tool's own risk)."""
-        return self.risk if self.risk_for_args is None else self.risk_for_args(args)
+    def risk_of(self, args: Mapping[str, Any], settings: Settings | None = None) -> Risk:
+        """The risk of one call with these arguments (never above the tool's own risk).
+
+        `settings` None: the defaults (`resolved,closed` close a ticket; overwrites are writes).
+        """
+        if self.risk_for_args is None:
+            return self.risk
+        risk = self.risk_for_args(args, settings)
+        return Risk.WRITE if risk is Risk.DESTRUCTIVE and self.risk is not Risk.DESTRUCTIVE else risk
 
 
 def _table() -> Mapping[str, ToolPolicy]:
@@ -147,13 +171,93 @@ def policy_for(tool: str) -> ToolPolicy:
         raise UnknownToolError(f"tool {tool!r} has no row in the guard's risk table") from None
 
 
-def risk_of(tool: str, args: Mapping[str, Any]) -> Risk:
+def risk_of(tool: str, args: Mapping[str, Any], settings: Settings | None = None) -> Risk:
     """The risk of calling `tool` with `args` (e.g. `update_contact_tags` MERGE -> write).
 
     Raises:
         UnknownToolError: `tool` is not in the table.
     """
-    return policy_for(tool).risk_of(args)
+    return policy_for(tool).risk_of(args, settings)
+
+
+# -- classifiers by effect (used by the tool specs' `risk_for_args`) -----------------------------------
+
+DEFAULT_APPROVAL_STATUSES: tuple[str, ...] = ("resolved", "closed")
+# Wire keys whose new value replaces how a customer is reached or who they are.
+IDENTITY_KEYS: frozenset[str] = frozenset({"name", "emails", "phones"})
+# Argument keys that name targets or carry the guard's own data, never a field being written.
+_NOT_FIELDS: frozenset[str] = frozenset({"contact_id", "ticket_id", "confirmation_token"})
+# Tag arguments: `tags` replaces every tag, `tags_remove` takes some off, `tags_add` only adds.
+_TAG_REPLACE, _TAG_REMOVE, _TAG_ADD = "tags", "tags_remove", "tags_add"
+
+
+def clears(value: Any) -> bool:
+    """True when writing `value` would clear a field: an empty or blank string, an empty list or map,
+    or a list/map holding a cleared item (e.g. `emails=[""]`, `customFields={"cf_x": ""}`)."""
+    if value is None:
+        return True
+    if isinstance(value, str):
+        return not value.strip()
+    if isinstance(value, Mapping):
+        return not value or any(clears(v) for v in value.values())
+    if isinstance(value, list | tuple):
+        return not value or any(clears(v) for v in value)
+    return False
+
+
+def update_effects(args: Mapping[str, Any]) -> list[str]:
+    """What an update call with these arguments can lose, as short facts (empty: nothing is lost).
+
+    `args` are the guard's arguments of `update_contact` / `update_ticket`: the target id plus the
+    K-LINK body keys (tag names under `tags`, `tags_add`, `tags_remove`).
+    """
+    effects: list[str] = []
+    for key, value in args.items():
+        if key in _NOT_FIELDS or key == _TAG_ADD:
+            continue
+        if key == _TAG_REPLACE:
+            effects.append("replaces every tag")
+        elif key == _TAG_REMOVE:
+            effects.append("removes tags")
+        elif key == "customFields" and isinstance(value, Mapping):
+            effects.extend(f"clears {k}" for k, v in value.items() if clears(v))
+        elif clears(value):
+            effects.append(f"clears {key}")
+        elif key in IDENTITY_KEYS:
+            effects.append(f"replaces {key}")
+    return effects
+
+
+def overwrites(args: Mapping[str, Any]) -> list[str]:
+    """The fields an update call writes (tags added excepted): overwritten if they held a value."""
+    return sorted(k for k in args if k not in _NOT_FIELDS and k != _TAG_ADD)
+
+
+def update_effect_risk(args: Mapping[str, Any], settings: Settings | None) -> Risk:
+    """Destructive when the update can lose data (see `update_effects`), or overwrites a field while
+    `KLINK_CONFIRM_OVERWRITES` is set; else a write."""
+    if update_effects(args):
+        return Risk.DESTRUCTIVE
+    if settings is not None and settings.confirm_overwrites and overwrites(args):
+        return Risk.DESTRUCTIVE
+    return Risk.WRITE
+
+
+def closing_statuses(settings: Settings | None) -> frozenset[str]:
+    """The statuses that solve or close a ticket (lower case)."""
+    names = settings.approval_statuses if settings is not None else DEFAULT_APPROVAL_STATUSES
+    return frozenset(n.strip().lower() for n in names)
+
+
+def status_change_risk(args: Mapping[str, Any], settings: Settings | None) -> Risk:
+    """Destructive when the new status solves or closes the ticket (the customer is notified), or
+    when no status is given (fail closed); else a write."""
+    status = args.get("status")
+    if not isinstance(status, str) or status.strip().lower() in closing_statuses(settings):
+        return Risk.DESTRUCTIVE
+    if settings is not None and settings.confirm_overwrites:
+        return Risk.DESTRUCTIVE
+    return Risk.WRITE
 
 
 def annotations_for(tool: str) -> ToolAnnotations:
@@ -211,4 +315,4 @@ def needs_confirmation(tool: str, args: Mapping[str, Any], settings: Settings) -
     guarded_tools(settings)  # validates KLINK_CONFIRM_TOOLS
     if tool in settings.confirm_tools:
         return True  # named in KLINK_CONFIRM_TOOLS: every call, whatever the arguments
-    return row.risk_of(args) is Risk.DESTRUCTIVE
+    return row.risk_of(args, settings) is Risk.DESTRUCTIVE

@@ -17,7 +17,7 @@ from pydantic import Field
 from klink_mcp.api.errors import ErrorCode
 from klink_mcp.content import UNTRUSTED_NOTE
 from klink_mcp.forms import FormSchema
-from klink_mcp.guard.policy import Risk, ToolPolicy
+from klink_mcp.guard.policy import Risk, ToolPolicy, update_effect_risk
 from klink_mcp.tools import previews
 from klink_mcp.tools.errors import ToolFailure
 from klink_mcp.tools.guarded import guarded_outcome, run_guarded
@@ -173,7 +173,7 @@ async def update_contact_tags(
     return guarded_outcome(ContactTagsOutcome, "tags", ran, contact_id=contact_id)
 
 
-def _tag_update_risk(args: Any) -> Risk:
+def _tag_update_risk(args: Any, settings: Any = None) -> Risk:
     # The tool layer may name the K-LINK field `actionType` in snake_case or shorter; accept each
     # spelling. A missing or unrecognised action is treated as destructive: fail closed.
     for key in ("action", "action_type", "actionType", "mode"):
@@ -195,7 +195,12 @@ def _contact_tags_param() -> inspect.Parameter:
         "tags",
         Annotated[
             list[Annotated[str, Field(min_length=1, max_length=100)]] | None,
-            Field(max_length=50, description="Tag names to set on the contact."),
+            Field(
+                max_length=50,
+                description="Tag names: REPLACES every tag of the contact (tags not listed are removed; "
+                "[] removes all), so it needs the user's approval. To only add tags use "
+                "update_contact_tags with MERGE.",
+            ),
         ],
         None,
     )
@@ -262,14 +267,21 @@ async def update_contact(
     token = kwargs.pop("confirmation_token", None)
     contact_id = kwargs.pop("contact_id")
     body = schema.wire_body(kwargs)
-    if tags := _tag_names(kwargs.get("tags")):
-        body["tags"] = tags
+    if kwargs.get("tags") is not None:
+        # Present, even empty: a contact update with tags replaces every tag (the policy asks).
+        body["tags"] = _tag_names(kwargs.get("tags"))
     if not body:
         raise ToolFailure(ErrorCode.VALIDATION, "Nothing to update: give at least one field to change.")
 
     async def execute() -> ContactDetail:
-        return contact_detail(await state.client.update_contact(contact_id, body))
+        # The before-image is read right before the write, so the audit log's before -> after is
+        # what this call changed (the preview's copy may be minutes old).
+        before = await state.client.get_contact(contact_id)
+        after = await state.client.update_contact(contact_id, body)
+        changes.update(previews.contact_change(before, after, body))
+        return contact_detail(after)
 
+    changes: dict[str, Any] = {}
     ran = await run_guarded(
         state,
         ctx,
@@ -279,6 +291,7 @@ async def update_contact(
         load_preview=lambda: previews.for_contact(state, contact_id, "Update contact", body),
         execute=execute,
         target_ids={"contact_id": contact_id},
+        change=lambda _: changes,
     )
     return guarded_outcome(UpdateContactOutcome, "contact", ran)
 
@@ -349,9 +362,18 @@ UPDATE_CONTACT = ToolSpec(
     name="update_contact",
     title="Update a contact",
     description="Change some fields of a contact (only the fields you pass are sent). Same fields as "
-    "create_contact, all optional. To change tags use update_contact_tags.",
+    "create_contact, all optional. Clearing a field, replacing the tags, the name, e-mails or phones "
+    "needs the user's approval; other changes run directly and are recorded (before -> after) in the "
+    "audit log. To add or remove single tags use update_contact_tags.",
     toolset="contacts",
-    effects=ToolPolicy(_W, idempotent=True),  # PATCH with set semantics
+    # PATCH with set semantics: destructive when it clears, replaces tags or identity (see policy).
+    effects=ToolPolicy(
+        _D,
+        idempotent=True,
+        risk_for_args=update_effect_risk,
+        guarded_when="When it clears a field or replaces the tags, the name, e-mails or phones (or, "
+        "with KLINK_CONFIRM_OVERWRITES, changes any field),",
+    ),
     output=UpdateContactOutcome,
     handler=update_contact,
     hints=FINDS_CONTACTS,
@@ -385,7 +407,13 @@ UPDATE_CONTACT_TAGS = ToolSpec(
     "ones). MERGE runs directly; REPLACE and REMOVE take tags off, so the server asks the user first.",
     toolset="contacts",
     # MERGE only adds tags (a write); REPLACE and REMOVE take tags away (destructive).
-    effects=ToolPolicy(_D, idempotent=True, risk_for_args=_tag_update_risk, irreversible=True),
+    effects=ToolPolicy(
+        _D,
+        idempotent=True,
+        risk_for_args=_tag_update_risk,
+        irreversible=True,
+        guarded_when="With action REPLACE or REMOVE (they take tags away)",
+    ),
     output=ContactTagsOutcome,
     handler=update_contact_tags,
     hints=FINDS_CONTACTS,

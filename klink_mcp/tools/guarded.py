@@ -6,7 +6,7 @@ is. Nothing here decides policy: the guard reads it from the tool specs' effects
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
 from mcp.server.mcpserver import Context
@@ -47,8 +47,12 @@ async def run_guarded(
     load_preview: Callable[[], Awaitable[Preview]],
     execute: Callable[[], Awaitable[T]],
     target_ids: dict[str, str],
+    change: Callable[[T], Mapping[str, Any]] | None = None,
 ) -> tuple[T | None, dict[str, Any]] | InputRequiredResult:
     """Ask the guard, then run `execute` exactly once if (and only if) it approves.
+
+    `change`, when given, maps the executed result to the before -> after of what the call changed
+    (`{field: {"before": ..., "after": ...}}`), recorded with the "executed" audit line.
 
     Returns the executed result (or None) and the outcome fields for the tool's `WriteOutcome`, or an
     `InputRequiredResult` (2026-07-28 elicitation round) to hand straight back to the client.
@@ -80,5 +84,7 @@ async def run_guarded(
     except api_errors.KlinkError as exc:
         state.guard.record_outcome(tool, target_ids, args, decision.channel, None, type(exc).__name__)
         raise
-    state.guard.record_outcome(tool, target_ids, args, decision.channel, 200, None)
+    state.guard.record_outcome(
+        tool, target_ids, args, decision.channel, 200, None, change=None if change is None else change(result)
+    )
     return result, {"status": "done"}

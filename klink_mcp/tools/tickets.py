@@ -8,6 +8,7 @@ K-LINK has no single-ticket endpoint: `get_ticket_by_number` is served from the 
 
 from __future__ import annotations
 
+import difflib
 import inspect
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, Literal
@@ -20,7 +21,7 @@ from klink_mcp.api.errors import ErrorCode
 from klink_mcp.api.models import Ticket
 from klink_mcp.content import UNTRUSTED_NOTE
 from klink_mcp.forms import FormSchema
-from klink_mcp.guard.policy import Risk, ToolPolicy
+from klink_mcp.guard.policy import Risk, ToolPolicy, status_change_risk, update_effect_risk
 from klink_mcp.tools import previews
 from klink_mcp.tools.errors import ToolFailure
 from klink_mcp.tools.guarded import guarded_outcome, run_guarded
@@ -47,7 +48,7 @@ from klink_mcp.tools.views import (
 
 DEFAULT_STATUSES = ("open", "in progress", "pending", "resolved", "closed")
 MAX_SCAN_PAGES = 50
-_R, _W = Risk.READ, Risk.WRITE
+_R, _W, _D = Risk.READ, Risk.WRITE, Risk.DESTRUCTIVE
 
 
 class TicketOutcome(WriteOutcome):
@@ -147,18 +148,62 @@ def status_values(schema: FormSchema | None) -> tuple[str, ...]:
     return DEFAULT_STATUSES
 
 
+# K-LINK body keys -> the ticket view's field names (for the audit's after-image).
+_SNAKE = {"assigneeId": "assignee_id", "customFields": "custom_fields"}
+
+
 # -- compiled from the tenant's ticket form ----------------------------------------------------------
 
 
-def _ticket_tags_param() -> inspect.Parameter:
+def _ticket_tags_param(description: str) -> inspect.Parameter:
     return kw(
         "tags",
         Annotated[
             list[Annotated[str, Field(min_length=1, max_length=256)]] | None,
-            Field(max_length=50, description="Tag ids (uuids from list_tags)."),
+            Field(max_length=50, description=description),
         ],
         None,
     )
+
+
+_TAGS_SET = "Tag NAMES (list_tags shows them) to set on the ticket."
+_TAGS_REPLACE = (
+    "Tag NAMES (list_tags shows them): REPLACES every tag of the ticket (tags not listed are removed; "
+    "[] removes all), so it needs the user's approval."
+)
+
+
+async def _tag_ids(state: ServerState, names: list[str]) -> dict[str, str]:
+    """Tag names -> ids, compared as K-LINK compares names (case-insensitively), in the given order.
+
+    Raises:
+        ToolFailure: a name is not a tag of the tenant (the message suggests close names).
+    """
+    by_key = {(t.name or "").strip().lower(): t for t in await state.client.list_tags() if t.name}
+    ids: dict[str, str] = {}
+    unknown: list[str] = []
+    for name in names:
+        tag = by_key.get(name.strip().lower())
+        if tag is None:
+            unknown.append(name)
+        else:
+            ids[tag.name or name] = tag.id
+    if unknown:
+        close = sorted(
+            {m for n in unknown for m in difflib.get_close_matches(n.lower(), list(by_key), n=3, cutoff=0.6)}
+        )
+        hint = f" Did you mean: {', '.join(by_key[m].name or m for m in close)}?" if close else ""
+        raise ToolFailure(
+            ErrorCode.VALIDATION,
+            f"tags: unknown tag name(s): {', '.join(unknown)}. Tickets take existing tag names; "
+            f"list_tags shows them.{hint}",
+            fields=["tags"],
+        )
+    return ids
+
+
+def _clean_names(tags: list[str]) -> list[str]:
+    return sorted({t.strip() for t in tags if t.strip()}, key=str.lower)
 
 
 def _token_params(guarded: bool) -> list[inspect.Parameter]:
@@ -175,7 +220,7 @@ def create_ticket_parameters(schema: FormSchema, guarded: bool) -> list[inspect.
         ),
         *schema.builtin_parameters(for_update=False),
         *custom_fields_param(schema, for_update=False, kind="ticket"),
-        _ticket_tags_param(),
+        _ticket_tags_param(_TAGS_SET),
         *_token_params(guarded),
     ]
     params.sort(key=lambda p: p.default is not p.empty)
@@ -194,7 +239,7 @@ def update_ticket_parameters(schema: FormSchema, guarded: bool) -> list[inspect.
             None,
         ),
         *custom_fields_param(schema, for_update=True, kind="ticket"),
-        _ticket_tags_param(),
+        _ticket_tags_param(_TAGS_REPLACE),
         *_token_params(guarded),
     ]
     params.sort(key=lambda p: p.default is not p.empty)
@@ -220,8 +265,8 @@ async def create_ticket(
     contact_id = kwargs.pop("contact_id")
     body = schema.wire_body(kwargs)
     body["contact_id"] = contact_id  # the contract's one snake_case request key
-    if tags := kwargs.get("tags"):
-        body["tags"] = sorted(set(tags))
+    if tags := _clean_names(kwargs.get("tags") or []):
+        body["tags"] = list((await _tag_ids(state, tags)).values())  # the wire takes tag ids
 
     async def execute() -> TicketDetail:
         return ticket_detail(await state.client.create_ticket(body))
@@ -250,23 +295,37 @@ async def update_ticket(
     body = schema.wire_body(kwargs)
     if assignee_id := kwargs.get("assignee_id"):
         body["assigneeId"] = assignee_id
-    if tags := kwargs.get("tags"):
-        body["tags"] = sorted(set(tags))
-    if not body:
+    # The guard and the preview see tag NAMES (what the tickets show); the wire takes their ids.
+    args: dict[str, Any] = dict(body)
+    wire = dict(body)
+    if kwargs.get("tags") is not None:
+        # Present, even empty: a ticket update with tags replaces every tag (the policy asks).
+        ids = await _tag_ids(state, _clean_names(kwargs["tags"]))
+        args["tags"], wire["tags"] = list(ids), list(ids.values())
+    if not wire:
         raise ToolFailure(ErrorCode.VALIDATION, "Nothing to update: give at least one field to change.")
 
     async def execute() -> TicketDetail:
-        return ticket_detail(await state.client.update_ticket(ticket_id, body))
+        after = await state.client.update_ticket(ticket_id, wire)
+        # K-LINK cannot read one ticket by id: the before-image is not known, the after is.
+        view = ticket_detail(after)
+        shown = view.model_dump(mode="json", by_alias=False)
+        for key in args:
+            value = [t.name for t in after.tags] if key == "tags" else shown.get(_SNAKE.get(key, key))
+            changes[key] = {"before": None, "after": value if value is not None else args[key]}
+        return view
 
+    changes: dict[str, Any] = {}
     ran = await run_guarded(
         state,
         ctx,
         tool="update_ticket",
-        args={"ticket_id": ticket_id, **body},
+        args={"ticket_id": ticket_id, **args},
         confirmation_token=token,
-        load_preview=lambda: previews.for_ticket(state, ticket_id, "Update ticket", body),
+        load_preview=lambda: previews.for_ticket(state, ticket_id, "Update ticket", args),
         execute=execute,
         target_ids={"ticket_id": ticket_id},
+        change=lambda _: changes,
     )
     return guarded_outcome(TicketOutcome, "ticket", ran)
 
@@ -280,7 +339,11 @@ async def update_ticket_status(
     confirmation_token: str | None = None,
 ) -> TicketOutcome | InputRequiredResult:
     async def execute() -> TicketDetail:
-        return ticket_detail(await state.client.update_ticket_status(ticket_id, status))
+        view = ticket_detail(await state.client.update_ticket_status(ticket_id, status))
+        changes["status"] = {"before": None, "after": status}
+        return view
+
+    changes: dict[str, Any] = {}
 
     ran = await run_guarded(
         state,
@@ -293,6 +356,7 @@ async def update_ticket_status(
         ),
         execute=execute,
         target_ids={"ticket_id": ticket_id},
+        change=lambda _: changes,
     )
     return guarded_outcome(TicketOutcome, "ticket", ran)
 
@@ -362,10 +426,17 @@ GET_TICKET_FORM_FIELDS = ToolSpec(
 UPDATE_TICKET = ToolSpec(
     name="update_ticket",
     title="Update a ticket",
-    description="Change a ticket's fields (only those you pass). To change its status use "
-    "update_ticket_status.",
+    description="Change a ticket's fields (only those you pass). Tags are NAMES and replace every tag. "
+    "Clearing a field or replacing the tags needs the user's approval; other changes run directly "
+    "and are recorded in the audit log. To change its status use update_ticket_status.",
     toolset="tickets",
-    effects=ToolPolicy(_W, idempotent=True),
+    effects=ToolPolicy(
+        _D,
+        idempotent=True,
+        risk_for_args=update_effect_risk,
+        guarded_when="When it clears a field or replaces the tags (or, with KLINK_CONFIRM_OVERWRITES, "
+        "changes any field),",
+    ),
     output=TicketOutcome,
     handler=update_ticket,
     hints=FINDS_TICKETS,
@@ -375,9 +446,16 @@ UPDATE_TICKET = ToolSpec(
 UPDATE_TICKET_STATUS = ToolSpec(
     name="update_ticket_status",
     title="Change a ticket's status",
-    description="Move a ticket to another status (e.g. resolve it once the customer's issue is handled).",
+    description="Move a ticket to another status (e.g. resolve it once the customer's issue is handled). "
+    "Solving or closing it (KLINK_APPROVAL_STATUSES, default resolved and closed) usually notifies the "
+    "customer, so it needs the user's approval.",
     toolset="tickets",
-    effects=ToolPolicy(_W, idempotent=True),  # PUT
+    effects=ToolPolicy(  # PUT
+        _D,
+        idempotent=True,
+        risk_for_args=status_change_risk,
+        guarded_when="When the new status solves or closes the ticket,",
+    ),
     output=TicketOutcome,
     handler=update_ticket_status,
     hints=FINDS_TICKETS,

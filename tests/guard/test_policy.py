@@ -32,7 +32,15 @@ def test_every_tool_of_the_server_has_exactly_one_row() -> None:
 def test_tools_whose_annotation_says_destructive_are_exactly_the_guarded_tools_by_default() -> None:
     destructive = {tool for tool in ALL_TOOLS if annotations_for(tool).destructive_hint}
     assert destructive == guarded_tools(load_settings(env={}))
-    assert destructive == {"delete_contact", "send_message", "update_contact_tags"}
+    # Policy by effect: a tool is destructive when SOME argument can lose data or reach a customer.
+    assert destructive == {
+        "delete_contact",
+        "send_message",
+        "update_contact_tags",
+        "update_contact",
+        "update_ticket",
+        "update_ticket_status",
+    }
 
 
 def test_every_annotation_states_all_four_hints() -> None:
@@ -88,6 +96,9 @@ def test_confirm_tools_adds_write_tools_for_every_call() -> None:
         "delete_contact",
         "send_message",
         "update_contact_tags",
+        "update_contact",
+        "update_ticket",
+        "update_ticket_status",
         "create_ticket",
     }
     assert needs_confirmation("create_ticket", {"title": "x"}, settings)
@@ -134,3 +145,55 @@ def test_the_guard_package_never_imports_the_tool_layer_or_the_api_client() -> N
                 if name.startswith(("klink_mcp.tools", "klink_mcp.api"))
             ]
     assert offenders == []
+
+
+@pytest.mark.parametrize(
+    ("tool", "args", "asks"),
+    [
+        # update_contact: tags replace every tag; clearing; identity and reach replaced
+        ("update_contact", {"contact_id": "c1", "tags": ["vip"]}, True),
+        ("update_contact", {"contact_id": "c1", "tags": []}, True),
+        ("update_contact", {"contact_id": "c1", "emails": []}, True),
+        ("update_contact", {"contact_id": "c1", "phones": ["+6612345678"]}, True),
+        ("update_contact", {"contact_id": "c1", "name": "Someone Else"}, True),
+        ("update_contact", {"contact_id": "c1", "notes": ""}, True),
+        ("update_contact", {"contact_id": "c1", "notes": "   "}, True),
+        ("update_contact", {"contact_id": "c1", "customFields": {"cf_tier": ""}}, True),
+        ("update_contact", {"contact_id": "c1", "customFields": {"cf_list": []}}, True),
+        # other overwrites run (recorded with their before-image)
+        ("update_contact", {"contact_id": "c1", "notes": "called back"}, False),
+        ("update_contact", {"contact_id": "c1", "customFields": {"cf_tier": "gold"}}, False),
+        # update_ticket: tags replace, tags removed, clearing
+        ("update_ticket", {"ticket_id": "t1", "tags": ["billing"]}, True),
+        ("update_ticket", {"ticket_id": "t1", "tags_remove": ["billing"]}, True),
+        ("update_ticket", {"ticket_id": "t1", "description": ""}, True),
+        ("update_ticket", {"ticket_id": "t1", "tags_add": ["billing"]}, False),
+        ("update_ticket", {"ticket_id": "t1", "priority": "high"}, False),
+        # status: solving or closing notifies the customer (compared case-insensitively)
+        ("update_ticket_status", {"ticket_id": "t1", "status": "resolved"}, True),
+        ("update_ticket_status", {"ticket_id": "t1", "status": "Closed"}, True),
+        ("update_ticket_status", {"ticket_id": "t1"}, True),
+        ("update_ticket_status", {"ticket_id": "t1", "status": "pending"}, False),
+    ],
+)
+def test_policy_is_by_effect_not_by_tool_name(tool: str, args: dict[str, object], asks: bool) -> None:
+    assert needs_confirmation(tool, args, load_settings(env={})) is asks
+
+
+def test_closing_statuses_and_overwrites_are_settings() -> None:
+    custom = load_settings(env={"KLINK_APPROVAL_STATUSES": "Spam, resolved"})
+    assert needs_confirmation("update_ticket_status", {"ticket_id": "t", "status": "spam"}, custom)
+    assert not needs_confirmation("update_ticket_status", {"ticket_id": "t", "status": "closed"}, custom)
+    strict = load_settings(env={"KLINK_CONFIRM_OVERWRITES": "1"})
+    assert needs_confirmation("update_contact", {"contact_id": "c1", "notes": "x"}, strict)
+    assert needs_confirmation("update_ticket", {"ticket_id": "t1", "priority": "high"}, strict)
+    assert needs_confirmation("update_ticket_status", {"ticket_id": "t", "status": "pending"}, strict)
+    # adding tags overwrites nothing, even then
+    assert not needs_confirmation("update_ticket", {"ticket_id": "t1", "tags_add": ["x"]}, strict)
+
+
+def test_oauth_scopes_read_the_same_table_without_settings() -> None:
+    # No settings: the defaults (resolved, closed close a ticket; overwrites are writes).
+    assert risk_of("update_contact", {"contact_id": "c1", "notes": "x"}) is Risk.WRITE
+    assert risk_of("update_contact", {"contact_id": "c1", "emails": []}) is Risk.DESTRUCTIVE
+    assert risk_of("update_ticket_status", {"ticket_id": "t", "status": "resolved"}) is Risk.DESTRUCTIVE

@@ -58,8 +58,15 @@ async def test_create_update_and_resolve_a_ticket(client: Client, tenant: Sandbo
         await client.call_tool("update_ticket", {"ticket_id": ticket_id, "title": "Parcel still missing"})
     )
     assert updated["ticket"]["title"] == "Parcel still missing"
+    # Resolving notifies the customer: the first call asks and changes nothing, the approved one runs.
+    asked = sc(await client.call_tool("update_ticket_status", {"ticket_id": ticket_id, "status": "resolved"}))
+    assert asked["status"] == "confirmation_required"
+    assert tenant.tickets[ticket_id]["status"] != "resolved"
+    token = asked["confirmation_token"]
     resolved = sc(
-        await client.call_tool("update_ticket_status", {"ticket_id": ticket_id, "status": "resolved"})
+        await client.call_tool(
+            "update_ticket_status", {"ticket_id": ticket_id, "status": "resolved", "confirmation_token": token}
+        )
     )
     assert resolved["ticket"]["status"] == "resolved"
     bad = await client.call_tool("update_ticket_status", {"ticket_id": ticket_id, "status": "vanished"})
