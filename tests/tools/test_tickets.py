@@ -65,7 +65,8 @@ async def test_create_update_and_resolve_a_ticket(client: Client, tenant: Sandbo
     token = asked["confirmation_token"]
     resolved = sc(
         await client.call_tool(
-            "update_ticket_status", {"ticket_id": ticket_id, "status": "resolved", "confirmation_token": token}
+            "update_ticket_status",
+            {"ticket_id": ticket_id, "status": "resolved", "confirmation_token": token},
         )
     )
     assert resolved["ticket"]["status"] == "resolved"
