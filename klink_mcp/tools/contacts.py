@@ -190,20 +190,22 @@ def _tag_names(tags: list[str] | None) -> list[str]:
 # -- compiled from the tenant's contact form ---------------------------------------------------------
 
 
-def _contact_tags_param() -> inspect.Parameter:
+def _contact_tags_param(description: str) -> inspect.Parameter:
     return kw(
         "tags",
         Annotated[
             list[Annotated[str, Field(min_length=1, max_length=100)]] | None,
-            Field(
-                max_length=50,
-                description="Tag names: REPLACES every tag of the contact (tags not listed are removed; "
-                "[] removes all), so it needs the user's approval. To only add tags use "
-                "update_contact_tags with MERGE.",
-            ),
+            Field(max_length=50, description=description),
         ],
         None,
     )
+
+
+_TAGS_SET = "Tag names to set on the contact."
+_TAGS_REPLACE = (
+    "Tag names: REPLACES every tag of the contact (tags not listed are removed; [] removes all), so it "
+    "needs the user's approval. To only add tags use update_contact_tags with MERGE."
+)
 
 
 def create_contact_parameters(schema: FormSchema, guarded: bool) -> list[inspect.Parameter]:
@@ -212,7 +214,7 @@ def create_contact_parameters(schema: FormSchema, guarded: bool) -> list[inspect
         kw("ctx", Context[Any, Any]),
         *schema.builtin_parameters(for_update=False),
         *custom_fields_param(schema, for_update=False, kind="contact"),
-        _contact_tags_param(),
+        _contact_tags_param(_TAGS_SET),
         *([kw("confirmation_token", ConfirmationToken, None)] if guarded else []),
     ]
     params.sort(key=lambda p: p.default is not p.empty)
@@ -226,7 +228,7 @@ def update_contact_parameters(schema: FormSchema, guarded: bool) -> list[inspect
         kw("contact_id", ContactId),
         *schema.builtin_parameters(for_update=True),
         *custom_fields_param(schema, for_update=True, kind="contact"),
-        _contact_tags_param(),
+        _contact_tags_param(_TAGS_REPLACE),
         *([kw("confirmation_token", ConfirmationToken, None)] if guarded else []),
     ]
     params.sort(key=lambda p: p.default is not p.empty)
