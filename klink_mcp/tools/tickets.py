@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import inspect
+import json
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, Literal
 
@@ -148,7 +149,7 @@ def status_values(schema: FormSchema | None) -> tuple[str, ...]:
     return DEFAULT_STATUSES
 
 
-# K-LINK body keys -> the ticket view's field names (for the audit's after-image).
+# K-LINK body keys -> the Ticket model's attribute names (for the audit's after-image).
 _SNAKE = {"assigneeId": "assignee_id", "customFields": "custom_fields"}
 
 
@@ -192,10 +193,12 @@ async def _tag_ids(state: ServerState, names: list[str]) -> dict[str, str]:
         close = sorted(
             {m for n in unknown for m in difflib.get_close_matches(n.lower(), list(by_key), n=3, cutoff=0.6)}
         )
-        hint = f" Did you mean: {', '.join(by_key[m].name or m for m in close)}?" if close else ""
+        hint = f" Did you mean: {', '.join(json.dumps(by_key[m].name or m) for m in close)}?" if close else ""
         raise ToolFailure(
             ErrorCode.VALIDATION,
-            f"tags: unknown tag name(s): {', '.join(unknown)}. Tickets take existing tag names; "
+            # json.dumps escapes what the model sent (bidi and control characters stay inert).
+            f"tags: unknown tag name(s): {', '.join(json.dumps(n) for n in unknown)}. Tickets take "
+            "existing tag names; "
             f"list_tags shows them.{hint}",
             fields=["tags"],
         )
@@ -308,12 +311,15 @@ async def update_ticket(
     async def execute() -> TicketDetail:
         after = await state.client.update_ticket(ticket_id, wire)
         # K-LINK cannot read one ticket by id: the before-image is not known, the after is.
-        view = ticket_detail(after)
-        shown = view.model_dump(mode="json", by_alias=False)
         for key in args:
-            value = [t.name for t in after.tags] if key == "tags" else shown.get(_SNAKE.get(key, key))
+            if key == "tags":
+                value: Any = [t.name for t in after.tags]
+            elif key == "customFields":
+                value = {k: after.custom_fields.get(k) for k in args[key]}
+            else:
+                value = getattr(after, _SNAKE.get(key, key), None)
             changes[key] = {"before": None, "after": value if value is not None else args[key]}
-        return view
+        return ticket_detail(after)
 
     changes: dict[str, Any] = {}
     ran = await run_guarded(

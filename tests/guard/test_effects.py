@@ -222,3 +222,22 @@ async def test_confirm_overwrites_makes_every_overwrite_ask_and_the_preview_is_n
         )
     assert first["preview"]["details"]["notes"].endswith(f'-> "{notes}"')  # 908 characters, whole
     assert tenant.contacts[contact["id"]]["notes"] == notes
+
+
+async def test_ticket_writes_record_what_they_wrote_in_the_audit() -> None:
+    tenant = SandboxTenant.seeded()
+    ticket_id = next(t["id"] for t in tenant.tickets.values() if t["status"] == "open")
+    server = make_server(tenant)
+    async with Client(server) as client:
+        done = sc(await client.call_tool("update_ticket", {"ticket_id": ticket_id, "priority": "urgent"}))
+        assert done["status"] == "done"
+        moved = sc(
+            await client.call_tool("update_ticket_status", {"ticket_id": ticket_id, "status": "pending"})
+        )
+        assert moved["status"] == "done"
+    audit = server.klink_state.guard.audit  # type: ignore[attr-defined]
+    changes = [(e["tool"], e["change"]) for e in audit.recent() if e["decision"] == "executed"]
+    assert sorted(changes) == [
+        ("update_ticket", {"priority": {"before": None, "after": "urgent"}}),
+        ("update_ticket_status", {"status": {"before": None, "after": "pending"}}),
+    ]

@@ -330,9 +330,29 @@ def test_an_argument_validation_failure_carries_the_validation_code_and_fields(
     assert error_meta(result).get("fields") == ["contact_id"]
 
 
-def test_upstream_error_text_reaches_the_model_without_bidi_controls(fuzz_session: FuzzSession) -> None:
-    contact_id = fuzz_session.hints["contact_id"][0]
-    args = {"contact_id": contact_id, "title": "x", "tags": ["\u202dno-such-tag\u202e"]}
-    result = fuzz_session.portal.call(_call, fuzz_session.client, "create_ticket", args)
+async def _create_ticket_with_a_stale_tag() -> Any:
+    # Tickets take tag NAMES the server maps to ids; a tag deleted between that listing and the write
+    # (here: a listed tag the tenant does not hold, its id full of bidi controls) makes K-LINK refuse
+    # with a text echoing the id.
+    from klink_mcp.api.models import Tag
+
+    tenant = SandboxTenant.seeded()
+    server = make_server(tenant)
+    state = server.klink_state  # type: ignore[attr-defined]
+    contact_id = next(c["id"] for c in tenant.contacts.values() if not c.get("deletedAt"))
+    async with Client(server) as client:
+        real = state.client.list_tags  # the K-LINK client opens with the server's lifespan
+
+        async def with_a_stale_tag() -> list[Tag]:
+            return [*await real(), Tag(id="\u202dno-such-tag\u202e", name="gone")]
+
+        state.client.list_tags = with_a_stale_tag
+        args = {"contact_id": contact_id, "title": "x", "tags": ["gone"]}
+        return await _call(client, "create_ticket", args)
+
+
+def test_upstream_error_text_reaches_the_model_without_bidi_controls() -> None:
+    with start_blocking_portal("asyncio") as portal:
+        result = portal.call(_create_ticket_with_a_stale_tag)
     assert error_code(result) == "upstream_validation"
     assert not [ch for ch in RAW_FORBIDDEN if ch in result_text(result)]
