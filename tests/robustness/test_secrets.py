@@ -159,7 +159,7 @@ async def exercise_every_path(rec: Recorder, tenant: SandboxTenant) -> None:
         ),
         ("create_contact", {"name": ""}, "upstream_validation"),
         ("create_ticket", {"contact_id": NIL_UUID, "title": "x"}, "not_found"),
-        ("update_ticket_status", {"ticket_id": NIL_UUID, "status": "resolved"}, "not_found"),
+        ("update_ticket_status", {"ticket_id": NIL_UUID, "status": "pending"}, "not_found"),
     ]
     for tool, args, code in failures:
         assert error_code(await rec.call(tool, args)) == code, tool
