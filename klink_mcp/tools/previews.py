@@ -112,9 +112,16 @@ def _names(names: list[str]) -> str:
     return ", ".join(json.dumps(n, ensure_ascii=False) for n in names) or "(none)"
 
 
+def _raw_tags(contact: Contact) -> list[str]:
+    # The names as K-LINK holds them (the view's are cleaned for display): the effect is computed on
+    # what the tenant compares; the Preview model sanitizes what is shown.
+    return [t.name for t in contact.tags if t.name]
+
+
 async def contact_tags(state: ServerState, contact_id: str, action: str, tags: list[str]) -> Preview:
-    target, version, view = await _contact_target(state, contact_id)
-    removed, after = tag_effect(view.tags, action, tags)
+    contact = await state.client.get_contact(contact_id)
+    target, version, _ = await _contact_target_from(contact_id, contact)
+    removed, after = tag_effect(_raw_tags(contact), action, tags)
     return Preview(
         action=f"{action.title()} contact tags",
         summary=f"{action} tags on {_who(target, contact_id)}: removes {len(removed)} tag(s).",
@@ -193,10 +200,10 @@ def _effects_line(args: Mapping[str, Any]) -> str:
 
 async def for_contact(state: ServerState, contact_id: str, action: str, body: dict[str, Any]) -> Preview:
     contact = await state.client.get_contact(contact_id)
-    target, version, view = await _contact_target_from(contact_id, contact)
+    target, version, _ = await _contact_target_from(contact_id, contact)
     details: dict[str, str | int] = {"data_lost": _effects_line(body)}
     if "tags" in body:
-        removed, after = tag_effect(view.tags, "REPLACE", list(body["tags"]))
+        removed, after = tag_effect(_raw_tags(contact), "REPLACE", list(body["tags"]))
         details["tags_removed"] = _names(removed)
         details["tags_after"] = _names(after)
     custom = body.get("customFields")
