@@ -23,8 +23,11 @@ it subscribed to (any URI; only URIs somebody publishes ever fire). Other module
 `publish_resource_updated(mcp, uri)`, which reaches both eras. A connection's subscriptions are
 dropped when it closes (its `exit_stack`).
 
-Customer-written text is untrusted: message text is sanitized and fenced (`content.fence`), names and
-titles sanitized and capped. Raw event payloads are never returned, only compact views.
+Every payload field is untrusted (anyone who can make K-LINK emit an event, or forge nothing but a
+customer message, controls it): message text, contact names and ticket titles are customer free text,
+sanitized and fenced (`content.untrusted`, the same function and fence format as the tool views);
+channel, status and message type are labels (`content.clean_label`); ids are sanitized and capped.
+Raw event payloads are never returned, only compact views.
 """
 
 from __future__ import annotations
@@ -42,7 +45,7 @@ from mcp.shared.exceptions import MCPError
 from mcp.types import INVALID_PARAMS, EmptyResult, SubscribeRequestParams, UnsubscribeRequestParams
 from pydantic import BaseModel, Field
 
-from klink_mcp.content import UNTRUSTED_NOTE, fence, sanitize_text
+from klink_mcp.content import UNTRUSTED_NOTE, clean_label, sanitize_text, untrusted
 from klink_mcp.guard.policy import Risk, ToolPolicy
 from klink_mcp.sdk_adapter import add_request_handler, connection_of, subscription_bus_of
 from klink_mcp.tools.spec import ToolSpec
@@ -97,10 +100,14 @@ class EventItem(BaseModel):
     message_id: str | None = Field(default=None, description="message.*: the message id.")
     message_type: str | None = Field(default=None, description="message.*: e.g. text.")
     text: str | None = Field(default=None, description="message.*: the message, fenced as untrusted text.")
-    contact_name: str | None = Field(default=None, description="contact.*: the contact's name.")
+    contact_name: str | None = Field(
+        default=None, description="contact.*: the contact's name, fenced as untrusted text."
+    )
     ticket_id: str | None = Field(default=None, description="room.solved: the ticket id.")
     ticket_number: int | None = Field(default=None, description="room.solved: the ticket number.")
-    title: str | None = Field(default=None, description="room.solved: the ticket title.")
+    title: str | None = Field(
+        default=None, description="room.solved: the ticket title, fenced as untrusted text."
+    )
     status: str | None = Field(default=None, description="room.solved: the ticket status.")
 
 
@@ -119,6 +126,18 @@ def _short(value: Any) -> str | None:
     if value is None or value == "":
         return None
     return sanitize_text(str(value), max_len=SHORT_MAX)
+
+
+def _label(value: Any, max_len: int = 60) -> str | None:
+    if value is None or value == "":
+        return None
+    return clean_label(str(value), max_len=max_len) or None
+
+
+def _free(value: Any, max_len: int = SHORT_MAX, label: str | None = None) -> str | None:
+    if value is None or value == "":
+        return None
+    return untrusted(str(value), label=label, max_len=max_len)
 
 
 def _int(value: Any) -> int | None:
@@ -140,24 +159,24 @@ def event_item(event: StoredEvent) -> EventItem:
         timestamp=format_timestamp(event.timestamp),
         received_at=format_timestamp(event.received_at),
         contact_id=_short(event.contact_id),
-        channel=_short(data.get("channel")),
+        channel=_label(data.get("channel")),
     )
     if event.event.startswith("message."):
         message_id = _short(data.get("id"))
         text = data.get("message")
         item.message_id = message_id
-        item.message_type = _short(data.get("messageType"))
+        item.message_type = _label(data.get("messageType"))
         if text is not None and text != "":
             direction = "from" if event.event == "message.inbound" else "to"
             label = f"message {message_id or '?'} {direction} contact {item.contact_id or '?'}"
-            item.text = fence(str(text), label=label, max_len=TEXT_MAX)
+            item.text = _free(text, TEXT_MAX, label)
     elif event.event.startswith("contact."):
-        item.contact_name = _short(data.get("name"))
+        item.contact_name = _free(data.get("name"))
     elif event.event == "room.solved":
         item.ticket_id = _short(data.get("id"))
         item.ticket_number = _int(data.get("ticketNumber"))
-        item.title = _short(data.get("title"))
-        item.status = _short(data.get("status"))
+        item.title = _free(data.get("title"))
+        item.status = _label(data.get("status"))
     return item
 
 
