@@ -125,7 +125,7 @@ class Hostile:
             queueName=HOSTILE_LABEL,
             disposition=HOSTILE_LABEL,
             slaStatus=f"breach{TAG_SMUGGLE}",
-            channel=f"email\u200b",
+            channel="email\u200b",
             direction="inbound\u2066",
         )
         log["contact"] = {**(log.get("contact") or {"id": log["contactId"]}), "name": HOSTILE}
@@ -215,7 +215,7 @@ def assert_fenced(s: Any, where: str) -> str:
     assert isinstance(s, str), f"{where}: {s!r} is not text"
     assert s.startswith(f"<{FENCE_TAG}"), f"{where}: not fenced: {s[:80]!r}"
     assert s.endswith(f"\n</{FENCE_TAG}>"), f"{where}: fence not closed at the end"
-    header, _, rest = s.partition("\n")
+    _header, _, rest = s.partition("\n")
     body = rest[: -len(f"\n</{FENCE_TAG}>")]
     folded = unicodedata.normalize("NFKC", body).casefold()
     assert "<" not in folded and ">" not in folded, f"{where}: a bracket survived in {body[:80]!r}"
@@ -255,7 +255,7 @@ async def _resource(client: Client, uri: str) -> Any:
 async def test_no_forbidden_code_point_reaches_tool_descriptions_or_schemas(
     hostile: Hostile, mode: str
 ) -> None:
-    async with Client(_server(hostile), mode=mode) as client:  # type: ignore[arg-type]
+    async with Client(_server(hostile), mode=mode) as client:
         tools = (await client.list_tools()).tools
     published = {t.name: t.model_dump(mode="json", by_alias=True) for t in tools}
     for name, tool in published.items():
@@ -276,7 +276,7 @@ async def test_no_forbidden_code_point_reaches_tool_descriptions_or_schemas(
 
 @pytest.mark.parametrize("mode", MODES)
 async def test_contact_free_text_and_custom_fields_are_clean_and_fenced(hostile: Hostile, mode: str) -> None:
-    async with Client(_server(hostile), mode=mode) as client:  # type: ignore[arg-type]
+    async with Client(_server(hostile), mode=mode) as client:
         detail = await _call(client, "get_contact", {"contact_id": hostile.contact_id})
         found = await _call(
             client, "find_contacts_by_social_platform_id", {"social_platform_id": hostile.platform_id}
@@ -303,7 +303,7 @@ async def test_contact_free_text_and_custom_fields_are_clean_and_fenced(hostile:
 async def test_ticket_title_description_and_custom_fields_are_clean_and_fenced(
     hostile: Hostile, mode: str
 ) -> None:
-    async with Client(_server(hostile), mode=mode) as client:  # type: ignore[arg-type]
+    async with Client(_server(hostile), mode=mode) as client:
         ticket = await _call(client, "get_ticket_by_number", {"ticket_number": hostile.ticket_number})
         rows = await _call(client, "list_contact_tickets", {"contact_id": hostile.contact_id})
         listed = await _call(client, "list_tickets", {"status": "open", "detail": True, "page_size": 100})
@@ -329,7 +329,7 @@ async def test_cx_log_fields_are_clean_and_the_contact_name_fenced(hostile: Host
         "contact_id": hostile.cx_contact_id,
         "page_size": 100,
     }
-    async with Client(_server(hostile), mode=mode) as client:  # type: ignore[arg-type]
+    async with Client(_server(hostile), mode=mode) as client:
         logs = await _call(client, "list_cx_logs", args)
     [log] = [x for x in logs["items"] if x["case_id"].startswith("CASE")]
     assert log["case_id"] == "CASE-1"
@@ -340,7 +340,7 @@ async def test_cx_log_fields_are_clean_and_the_contact_name_fenced(hostile: Host
 
 @pytest.mark.parametrize("mode", MODES)
 async def test_tag_channel_group_and_category_names_are_clean(hostile: Hostile, mode: str) -> None:
-    async with Client(_server(hostile), mode=mode) as client:  # type: ignore[arg-type]
+    async with Client(_server(hostile), mode=mode) as client:
         tags = await _call(client, "list_tags", {})
         channels = await _call(client, "list_channels", {})
         groups = await _call(client, "list_contact_groups", {})
@@ -359,7 +359,7 @@ async def test_tag_channel_group_and_category_names_are_clean(hostile: Hostile, 
 async def test_form_labels_are_clean_and_tainted_option_values_are_marked(
     hostile: Hostile, mode: str
 ) -> None:
-    async with Client(_server(hostile), mode=mode) as client:  # type: ignore[arg-type]
+    async with Client(_server(hostile), mode=mode) as client:
         fields = await _call(client, "get_contact_form_fields", {"custom_only": True})
         resource = await _resource(client, "klink://forms/contact")
     for where, items in (("tool", fields["items"]), ("resource", resource)):
@@ -377,7 +377,7 @@ async def test_a_tainted_option_value_or_key_is_refused_before_any_request(
     hostile: Hostile, mode: str
 ) -> None:
     tenant = hostile.tenant
-    async with Client(_server(hostile), mode=mode) as client:  # type: ignore[arg-type]
+    async with Client(_server(hostile), mode=mode) as client:
         before = len(tenant.contacts)
         tenant.reset_requests()
         for custom in ({"cf_hostile_tier": EVIL_OPTION}, {BAD_KEY: "x"}, {"cf_all_bad": [EVIL_OPTION]}):
@@ -428,7 +428,7 @@ async def test_webhook_payload_fields_are_clean_and_fenced(hostile: Hostile, mod
                 "event": "message.inbound",
                 "timestamp": stamp,
                 "data": {
-                    "id": f"m\u202e1",
+                    "id": "m\u202e1",
                     "contactId": "c-h",
                     "channel": HOSTILE_LABEL,
                     "messageType": f"text{TAG_SMUGGLE}",
@@ -449,7 +449,7 @@ async def test_webhook_payload_fields_are_clean_and_fenced(hostile: Hostile, mod
         ],
     )
     try:
-        async with Client(mcp, mode=mode) as client:  # type: ignore[arg-type]
+        async with Client(mcp, mode=mode) as client:
             listed = await _call(client, "list_recent_events", {})
             recent = await _resource(client, "klink://events/recent")
             per_contact = await _resource(client, "klink://contacts/c-h/events")
@@ -465,3 +465,17 @@ async def test_webhook_payload_fields_are_clean_and_fenced(hostile: Hostile, mod
         assert by_type["message.inbound"]["message_type"] == "text"
         assert by_type["message.inbound"]["message_id"] == "m1"
     assert len(per_contact["items"]) == 3
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_a_guarded_preview_of_a_hostile_contact_holds_no_invisible_character(
+    hostile: Hostile, mode: str
+) -> None:
+    tenant = hostile.tenant
+    async with Client(_server(hostile), mode=mode) as client:
+        tenant.reset_requests()
+        outcome = await _call(client, "delete_contact", {"contact_id": hostile.contact_id})
+    assert outcome["status"] == "confirmation_required"
+    assert "Budi Santoso" in outcome["preview"]["summary"]
+    assert [r for r in tenant.requests if r.method != "GET"] == []
+    assert not tenant.contacts[hostile.contact_id].get("deletedAt")

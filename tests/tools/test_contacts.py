@@ -8,6 +8,7 @@ from __future__ import annotations
 import pytest
 from mcp import Client
 
+from klink_mcp.content import fence
 from klink_mcp.sandbox import SandboxTenant
 from tests.helpers.server import a_contact, error_code, sc
 
@@ -79,7 +80,7 @@ async def test_create_contact_with_typed_custom_fields(client: Client, tenant: S
         )
     )
     assert result["status"] == "done"
-    assert result["contact"]["name"] == "Test Person"
+    assert result["contact"]["name"] == fence("Test Person")  # names are customer text
     assert len(tenant.contacts) == before + 1
 
 

@@ -15,7 +15,7 @@ from mcp.client.subscriptions import ResourceUpdated
 from mcp.server import MCPServer
 from mcp.types import TextResourceContents
 
-from klink_mcp.content import FENCE_TAG
+from klink_mcp.content import FENCE_TAG, fence
 from klink_mcp.webhooks.hub import EventHub
 from klink_mcp.webhooks.surface import (
     CONTACT_EVENTS_TEMPLATE,
@@ -128,11 +128,11 @@ async def test_contact_and_room_events_show_short_sanitized_fields(client: Clien
         )
     )
     room, contact = (await call_list(client))["items"]
-    assert contact["contact_name"].startswith("Ann Lee")
-    assert len(contact["contact_name"]) < 260
+    assert contact["contact_name"].startswith(f"<{FENCE_TAG}>\nAnn Lee")  # names are fenced
+    assert len(contact["contact_name"]) < 320
     assert (room["ticket_number"], room["title"], room["status"], room["contact_id"]) == (
         1042,
-        "Refund",
+        fence("Refund"),
         "resolved",
         "c1",
     )
