@@ -393,7 +393,7 @@ def compile_form_schema(
         labels = tuple(clean_label(o.label or o.value or "", max_len=80, markup_safe=True) for o in usable)
         hidden = len(options) - len(usable)
         if ftype in ("select", "multiselect") and hidden and not values:
-            skipped.append(f"{sys_name}: every option value holds invisible characters")
+            skipped.append(f"{mark_invisible(sys_name)}: every option value holds invisible characters")
             continue
         if ftype in ("select", "multiselect") and not values:
             ftype_note = ftype
@@ -420,7 +420,7 @@ def compile_form_schema(
         wire_key = _LIST_BUILTINS.get(sys_name.lower(), sys_name)
         param = _param_name(wire_key)
         if param is None or param in ("custom_fields", "ctx", "confirmation_token"):
-            skipped.append(f"{sys_name}: cannot be a parameter name")
+            skipped.append(f"{mark_invisible(sys_name)}: cannot be a parameter name")
             continue
         builtin.append(compiled(wire_key=wire_key, param_name=param, is_custom=False))
     return FormSchema(

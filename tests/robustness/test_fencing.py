@@ -22,6 +22,7 @@ import httpx2
 import pytest
 from mcp import Client
 from mcp.server import MCPServer
+from mcp.types import ResourceTemplateReference
 
 from klink_mcp.config import Settings
 from klink_mcp.content import FENCE_TAG, is_forbidden_char
@@ -479,3 +480,19 @@ async def test_a_guarded_preview_of_a_hostile_contact_holds_no_invisible_charact
     assert "Budi Santoso" in outcome["preview"]["summary"]
     assert [r for r in tenant.requests if r.method != "GET"] == []
     assert not tenant.contacts[hostile.contact_id].get("deletedAt")
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_completions_leave_out_names_that_hide_invisible_characters(
+    hostile: Hostile, mode: str
+) -> None:
+    tmpl = ResourceTemplateReference(type="ref/resource", uri="klink://contacts/{contact_id}")
+    async with Client(_server(hostile), mode=mode) as client:
+        offered = {
+            name: (await client.complete(tmpl, {"name": name, "value": ""})).completion.values
+            for name in ("tag", "channel", "category")
+        }
+    for name, values in offered.items():
+        assert values, name
+        assert_no_forbidden(values, f"completion {name}")
+        assert LABEL_CLEAN not in values and "VIP" not in " ".join(values), name  # left out, not altered
