@@ -241,9 +241,10 @@ def untrusted(
 def clean_label(s: str, *, max_len: int = _LABEL_MAX_LEN, markup_safe: bool = False) -> str:
     """A name a tenant admin defines (tag, channel, group, category, form label, status), for display.
 
-    Sanitized like `sanitize_text`, flattened to one line (line breaks and tabs become spaces, runs of
-    spaces collapse), stripped, and capped at `max_len` with the explicit truncation marker. Not
-    fenced: these are the tenant's own short labels, and a model needs them as plain names.
+    Sanitized like `sanitize_text`, flattened to one line (each line break or tab becomes a space;
+    nothing else changes, since a tag or category name is sent back by name) and capped at `max_len`
+    with the explicit truncation marker. Not fenced: these are the tenant's own short labels, and a
+    model needs them as plain names.
 
     With `markup_safe` (labels only ever displayed, never sent back: form display names and option
     labels compiled into tool descriptions) angle brackets and their look-alikes are escaped as in a
@@ -252,8 +253,7 @@ def clean_label(s: str, *, max_len: int = _LABEL_MAX_LEN, markup_safe: bool = Fa
     Raises:
         ValueError: `max_len` is negative.
     """
-    flat = " ".join(sanitize_text(s).split())
-    out = sanitize_text(flat, max_len=max_len)
+    out = sanitize_text(s, max_len=max_len).replace("\n", " ").replace("\t", " ")
     return _escape_angles(out) if markup_safe else out
 
 

@@ -228,7 +228,8 @@ def test_free_text_is_always_fenced_and_plain_tokens_only_where_asked() -> None:
 
 def test_a_label_is_clean_and_on_one_line() -> None:
     tags = "".join(chr(0xE0000 + ord(c)) for c in "hi")
-    assert clean_label(f"VIP\u202e\u200d\n customers{tags}\u2067") == "VIP customers"
+    assert clean_label(f"VIP\u202e\u200d\ncustomers{tags}\u2067") == "VIP customers"
+    assert clean_label("a  b ") == "a  b "  # sent back by name: nothing visible is changed
     assert clean_label("a" * 10, max_len=4) == "aaaa…[truncated 6 chars]"
     assert clean_label(f"x \uff1c/{FENCE_TAG}\uff1e", markup_safe=True) == f"x &lt;/{FENCE_TAG}&gt;"
     assert clean_label("a<b") == "a<b"  # tag names are sent back by name: not escaped by default
