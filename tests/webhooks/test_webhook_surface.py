@@ -58,13 +58,13 @@ async def test_the_tool_is_read_only_local_and_every_parameter_is_described(clie
     ) == (True, False, True, False)
     schema = tool.input_schema
     assert not {"anyOf", "oneOf", "allOf"} & set(schema)
-    assert set(schema["properties"]) == {"event_type", "contact_id", "since", "limit", "page"}
+    assert set(schema["properties"]) == {"event_type", "contact_id", "since", "page", "page_size"}
     assert all(prop.get("description") for prop in schema["properties"].values())
     event_type = json.dumps(schema["properties"]["event_type"])
     for name in ("contact.create", "contact.update", "message.inbound", "message.outbound", "room.solved"):
         assert name in event_type
-    assert schema["properties"]["limit"]["minimum"] == 1
-    assert schema["properties"]["limit"]["maximum"] == 100
+    assert schema["properties"]["page_size"]["minimum"] == 1
+    assert schema["properties"]["page_size"]["maximum"] == 100
     assert tool.output_schema is not None
     assert {"items", "page", "page_size", "total", "has_more"} <= set(tool.output_schema["properties"])
     assert tool.description and FENCE_TAG in tool.description
@@ -83,17 +83,17 @@ async def test_the_tool_filters_and_pages_newest_first(client: Client, hub: Even
     inbound = await call_list(client, event_type="message.inbound", since="2026-01-02T00:00:00Z")
     assert [i["id"] for i in inbound["items"]] == [2]
 
-    for_contact = await call_list(client, contact_id="contact-1", limit=2)
+    for_contact = await call_list(client, contact_id="contact-1", page_size=2)
     assert [i["id"] for i in for_contact["items"]] == [4, 3]
     assert (for_contact["total"], for_contact["has_more"], for_contact["page_size"]) == (3, True, 2)
-    second = await call_list(client, contact_id="contact-1", limit=2, page=2)
+    second = await call_list(client, contact_id="contact-1", page_size=2, page=2)
     assert [i["id"] for i in second["items"]] == [1]
     assert second["has_more"] is False
 
 
 @pytest.mark.parametrize(
     "arguments",
-    [{"limit": 0}, {"limit": 101}, {"page": 0}, {"since": "last tuesday"}, {"event_type": "ticket.created"}],
+    [{"page_size": 0}, {"page_size": 101}, {"page": 0}, {"since": "last tuesday"}, {"event_type": "ticket.created"}],
 )
 async def test_invalid_arguments_are_tool_errors(client: Client, arguments: dict[str, Any]) -> None:
     result = await client.call_tool("list_recent_events", arguments)
