@@ -97,12 +97,12 @@ async def scan(
     page_size: int,
     concurrency: int,
     progress: Progress | None = None,
-    max_pages: int = MAX_SCAN_PAGES,
+    max_pages: int | None = None,
 ) -> Scanned[W]:
     """Read the listing (up to `max_pages` pages, `concurrency` at a time) and page its matches.
 
-    Returns page `page` (of `page_size` matches) of the items `keep` accepts, in listing order. When
-    every upstream page was read, `total` is the exact number of matches; otherwise it is None and
+    Returns page `page` (of `page_size` matches) of the items `keep` accepts, in listing order.
+    `max_pages` defaults to `MAX_SCAN_PAGES` (read at call time). When every upstream page was read, `total` is the exact number of matches; otherwise it is None and
     `complete` is False.
 
     Raises:
@@ -111,7 +111,7 @@ async def scan(
     first = await fetch_page(1, SCAN_PAGE_SIZE)
     size = first.page_size if first.page_size > 0 else SCAN_PAGE_SIZE
     upstream_pages = max(first.last_page, math.ceil(first.total / size), 1)
-    last = min(upstream_pages, max_pages)
+    last = min(upstream_pages, MAX_SCAN_PAGES if max_pages is None else max_pages)
     pages: list[Sequence[W]] = [first.items, *([] for _ in range(2, last + 1))]
     done = 1
     if progress is not None:
