@@ -93,7 +93,13 @@ async def test_the_tool_filters_and_pages_newest_first(client: Client, hub: Even
 
 @pytest.mark.parametrize(
     "arguments",
-    [{"page_size": 0}, {"page_size": 101}, {"page": 0}, {"since": "last tuesday"}, {"event_type": "ticket.created"}],
+    [
+        {"page_size": 0},
+        {"page_size": 101},
+        {"page": 0},
+        {"since": "last tuesday"},
+        {"event_type": "ticket.created"},
+    ],
 )
 async def test_invalid_arguments_are_tool_errors(client: Client, arguments: dict[str, Any]) -> None:
     result = await client.call_tool("list_recent_events", arguments)
@@ -261,3 +267,19 @@ def test_the_catch_up_prompt_declares_its_arguments_and_keeps_sending_a_separate
     assert placeholders == {"since", "since|json", "^since", "/since"}
     assert "list_recent_events" in body and "message.inbound" in body
     assert "Do NOT call `send_message`" in body
+
+
+async def test_the_tool_prints_compact_json_without_nulls_like_every_list(
+    client: Client, hub: EventHub
+) -> None:
+    await hub.ingest(event_dict("contact.create", data={"id": "c1", "name": "Ann Lee"}))
+    await hub.ingest(event_dict("message.inbound", n=1, timestamp="2026-01-02T00:00:00Z"))
+    result = await client.call_tool("list_recent_events", {"page_size": 1})
+    assert not result.is_error
+    text = result.content[0].text  # type: ignore[union-attr]
+    assert "\n" not in text and ": " not in text and "null" not in text
+    body = json.loads(text)
+    assert body == result.structured_content
+    assert set(body) == {"items", "page", "page_size", "total", "has_more"}
+    assert (body["page"], body["page_size"], body["total"], body["has_more"]) == (1, 1, 2, True)
+    assert "contact_name" not in body["items"][0]  # a message event: contact fields left out, not null
