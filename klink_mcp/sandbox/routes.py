@@ -500,6 +500,8 @@ def list_tickets(tenant: SandboxTenant, req: ApiRequest) -> Result:
 
 def list_contact_tickets(tenant: SandboxTenant, req: ApiRequest) -> Result:
     contact = _live_contact(tenant, req.params["contactId"])
+    if tenant.ignore_contact_path:
+        return 200, _ticket_page(tenant, req, None)
     return 200, _ticket_page(tenant, req, lambda t: t.get("contactId") == contact["id"])
 
 

@@ -159,9 +159,11 @@ class SandboxTenant:
         self.faults = FaultConfig()
         # Behave like a real tenant that does not know the [inferred] list filters: True answers
         # `GET /tickets` with the unfiltered listing (status, priority, channel, keyword, ticketNumber,
-        # contactId, assigneeId are ignored) and `GET /contacts` as if no `keyword` was given.
+        # contactId, assigneeId are ignored) and `GET /contacts` as if no `keyword` was given;
+        # `ignore_contact_path` answers `GET /tickets/contact/{id}` with every contact's tickets.
         self.ignore_ticket_filters = False
         self.ignore_contact_keyword = False
+        self.ignore_contact_path = False
         # K-LINK also accepts Basic authentication; None = the sandbox answers Basic with 401.
         self.basic_auth: tuple[str, SecretStr] | None = None
         # Every wait of the tenant (latency, slow bodies) goes through this; tests may replace it.

@@ -173,11 +173,14 @@ async def honest_page(
     page_size: int,
     concurrency: int,
     progress: Progress | None = None,
+    probe: bool = True,
 ) -> tuple[list[W], Page[W] | Scanned[W]]:
     """One page of a filtered list, checked: K-LINK's filtered page when it honoured the filters,
     else a scan of the unfiltered listing filtered here.
 
-    `keep` is the filters as a predicate (None: no filter, K-LINK's page is the answer). Returns
+    `keep` is the filters as a predicate (None: no filter, K-LINK's page is the answer). `probe`
+    False: `fetch_unfiltered` lists the same thing as `fetch_filtered` (the filter is in the path), so
+    comparing their counts proves nothing and the items alone decide. Returns
     the items of the page and where the paging facts come from (a `Page` or a `Scanned`).
 
     Raises:
@@ -186,7 +189,9 @@ async def honest_page(
     result = await fetch_filtered(page, page_size)
     if keep is None:
         return list(result.items), result
-    if all(keep(item) for item in result.items) and not await _needs_probe(result, page, fetch_unfiltered):
+    if all(keep(item) for item in result.items) and not (
+        probe and await _needs_probe(result, page, fetch_unfiltered)
+    ):
         return list(result.items), result
     log.warning("K-LINK ignored a %s filter; filtering the listing here", what)
     scanned = await scan(

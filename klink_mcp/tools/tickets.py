@@ -234,6 +234,7 @@ async def list_contact_tickets(
         page_size=page_size,
         concurrency=state.settings.page_concurrency,
         progress=_progress(ctx, "tickets"),
+        probe=False,
     )
     return _filtered_list([ticket_summary(t) for t in tickets], facts, page, page_size)
 

@@ -236,7 +236,20 @@ async def test_list_contact_tickets_matches_the_contacts_tickets(
 ) -> None:
     busiest = Counter(t["contactId"] for t in _live_tickets(tenant)).most_common(1)[0][0]
     expected = _ticket_oracle(tenant, contact_id=busiest)
+    tenant.reset_requests()
     results = await _pages(client, "list_contact_tickets", {"contact_id": busiest}, 2)
+    _assert_matches_oracle(results, expected)
+    assert len(tenant.requests) == 2  # the contact is in the path: one request a page, no scan
+
+
+async def test_list_contact_tickets_on_a_tenant_ignoring_the_contact_filters_here(mode: str) -> None:
+    """A tenant whose contact-ticket path lists everyone's tickets: the server notices and filters."""
+    tenant = _build("seeded", ignore=False)
+    busiest = Counter(t["contactId"] for t in _live_tickets(tenant)).most_common(1)[0][0]
+    expected = _ticket_oracle(tenant, contact_id=busiest)
+    tenant.ignore_contact_path = True
+    async with Client(make_server(tenant), mode=mode) as client:  # type: ignore[arg-type]
+        results = await _pages(client, "list_contact_tickets", {"contact_id": busiest}, 2)
     _assert_matches_oracle(results, expected)
 
 
