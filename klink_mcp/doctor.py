@@ -26,10 +26,10 @@ import anyio
 import httpx2
 
 from klink_mcp.api import errors as api_errors
-from klink_mcp.approval_page import APPROVAL_PATH
 from klink_mcp.api.auth import describe_scheme
 from klink_mcp.api.catalog import Catalog
 from klink_mcp.api.client import KlinkClient
+from klink_mcp.approval_page import APPROVAL_PATH
 from klink_mcp.config import ConfigError, Settings
 from klink_mcp.toolsets import TOOLSET_NAMES
 
