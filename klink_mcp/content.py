@@ -31,9 +31,19 @@ Decisions (safety first):
   (those blocks are only ever allocated to visible symbols).
 - CR LF and lone CR become LF; U+2028/U+2029 (line/paragraph separator) become LF. Other C0/C1
   controls and DEL are removed; LF and TAB are kept.
-- `fence` replaces `<` and `>` (and their full-width and small-form look-alikes) inside the text with
-  `&lt;` / `&gt;`, so the body contains no angle bracket at all and cannot open or close any tag.
+- `fence` replaces `<` and `>` and every single-angle look-alike (full-width ＜＞, small ﹤﹥, CJK 〈〉,
+  the deprecated 〈〉, single guillemets ‹›, mathematical ⟨⟩ ⟪⟫, ornaments ❬❭ ❮❯ ❰❱, ⧼⧽, ⦑⦒, the
+  vertical presentation forms, the modifier arrowheads ˂˃ and the syllabics ᐸᐳ) inside the text with
+  `&lt;` / `&gt;`, so the body contains no angle bracket, nor anything NFKC folds to one, and cannot
+  open or close any tag, even for a reader that treats a look-alike as the real delimiter. The double
+  guillemets « » are kept: they are ordinary quotation marks and no reader takes them for `<`.
   `&` is left alone: the escaping exists for safety, not to make the body valid XML.
+- Every string a customer or a tenant admin controls goes through this module before a model reads
+  it: free text (names, titles, addresses, notes, descriptions, messages, free-form custom values)
+  through `untrusted` (one fence format, see `fence`), short labels a tenant admin defines (tag,
+  channel, group and category names, form labels, statuses) through `clean_label`, values that must
+  be sent back upstream exactly through `has_invisible` (refuse, never alter) and `mark_invisible`
+  (show what is hidden).
 
 This module must not import `mcp` or anything from the tool layer, must not log the text it handles,
 and must never interpret the text (no instruction detection): its job is to make text inert, and
@@ -47,14 +57,20 @@ import re
 import unicodedata
 
 __all__ = [
+    "ANGLE_LOOKALIKES",
     "FENCE_TAG",
     "UNTRUSTED_NOTE",
     "OutgoingText",
+    "clean_label",
     "clean_outgoing_text",
     "fence",
+    "has_invisible",
     "is_forbidden_char",
+    "is_plain_token",
+    "mark_invisible",
     "reveal_invisible",
     "sanitize_text",
+    "untrusted",
 ]
 
 FENCE_TAG = "untrusted-customer-text"
@@ -77,8 +93,27 @@ _KEPT_CONTROLS = frozenset(["\n", "\t"])
 _EMOJI_BLOCKS = range(0x1F000, 0x1FB00)
 
 _NEWLINES = re.compile(r"\r\n|[\r\u2028\u2029]")
-_ANGLE_OPEN = re.compile(r"[<\uFF1C\uFE64]")
-_ANGLE_CLOSE = re.compile(r"[>\uFF1E\uFE65]")
+# Single-angle delimiters and their look-alikes (see the module docstring). Kept in pairs, opener first.
+ANGLE_LOOKALIKES: tuple[tuple[str, str], ...] = (
+    ("<", ">"),
+    ("\uff1c", "\uff1e"),  # fullwidth
+    ("\ufe64", "\ufe65"),  # small form
+    ("\u2329", "\u232a"),  # angle brackets (deprecated, NFKC -> CJK)
+    ("\u3008", "\u3009"),  # CJK angle brackets
+    ("\u2039", "\u203a"),  # single guillemets
+    ("\u27e8", "\u27e9"),  # mathematical angle brackets
+    ("\u27ea", "\u27eb"),  # mathematical double angle brackets
+    ("\u276c", "\u276d"),  # medium angle bracket ornaments
+    ("\u276e", "\u276f"),  # heavy angle quotation ornaments
+    ("\u2770", "\u2771"),  # heavy angle bracket ornaments
+    ("\u29fc", "\u29fd"),  # curved angle brackets
+    ("\u2991", "\u2992"),  # angle brackets with dot
+    ("\ufe3f", "\ufe40"),  # vertical presentation forms of angle brackets
+    ("\u02c2", "\u02c3"),  # modifier letter arrowheads
+    ("\u1438", "\u1433"),  # Canadian syllabics pa / po
+)
+_ANGLE_OPEN = re.compile("[" + re.escape("".join(o for o, _ in ANGLE_LOOKALIKES)) + "]")
+_ANGLE_CLOSE = re.compile("[" + re.escape("".join(c for _, c in ANGLE_LOOKALIKES)) + "]")
 
 
 def is_forbidden_char(ch: str) -> bool:
@@ -149,7 +184,7 @@ def _escape_label(label: str) -> str:
     return _escape_angles(flat.replace("&", "&amp;")).replace('"', "&quot;")
 
 
-def fence(s: str, *, label: str, max_len: int | None = None) -> str:
+def fence(s: str, *, label: str | None = None, max_len: int | None = None) -> str:
     """Sanitize `s` and wrap it so a model can tell customer data from instructions.
 
     Output shape (the label says where the text came from, e.g. "ticket 123 description")::
@@ -158,15 +193,87 @@ def fence(s: str, *, label: str, max_len: int | None = None) -> str:
         ...text, with < and > written as &lt; and &gt;...
         </untrusted-customer-text>
 
-    The body contains no angle bracket (nor a full-width look-alike), so nothing in it can close the
-    fence early or open a new tag. The label is sanitized, flattened to one line, capped at 200
-    characters and attribute-escaped.
+    Without a label (a short field whose JSON key already says what it is, such as a contact's
+    name) the opening tag is just ``<untrusted-customer-text>``; the format is otherwise the same.
+
+    The body contains no angle bracket nor a look-alike of one (`ANGLE_LOOKALIKES`), so nothing in it
+    can close the fence early or open a new tag. The label is sanitized, flattened to one line, capped
+    at 200 characters and attribute-escaped.
 
     Raises:
         ValueError: `max_len` is negative.
     """
     body = _escape_angles(sanitize_text(s, max_len=max_len))
+    if label is None:
+        return f"<{FENCE_TAG}>\n{body}\n</{FENCE_TAG}>"
     return f'<{FENCE_TAG} source="{_escape_label(label)}">\n{body}\n</{FENCE_TAG}>'
+
+
+# Letters, digits and a few joiners, no space: a value such as "gold", "VIP-2", "a.b@c.io",
+# "2026-01-09" or "10:30". It cannot hold a sentence, so fencing it would cost bytes and protect nothing.
+_PLAIN_TOKEN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:@+-]{0,39}")
+
+
+def is_plain_token(s: str) -> bool:
+    """True for a short single ASCII token (no space, no bracket): shown clean, never fenced."""
+    return _PLAIN_TOKEN.fullmatch(s) is not None
+
+
+def untrusted(
+    s: str, *, label: str | None = None, max_len: int | None = None, plain_tokens: bool = False
+) -> str:
+    """The one way customer-controlled free text reaches a model: sanitized and fenced (`fence`).
+
+    With `plain_tokens` (values of mixed kind, such as custom fields, where most values are enum-like)
+    a plain token (`is_plain_token`: one short ASCII word such as "gold" or "2026-01-09") is returned
+    as is, since fencing it would cost bytes and protect nothing; anything else is fenced. Dedicated
+    free-text fields (names, titles, messages, notes) are always fenced: a one-word message such as
+    "approve" is still the customer's word, not the user's.
+
+    Raises:
+        ValueError: `max_len` is negative.
+    """
+    if plain_tokens and is_plain_token(s) and (max_len is None or len(s) <= max_len):
+        return s
+    return fence(s, label=label, max_len=max_len)
+
+
+def clean_label(s: str, *, max_len: int = _LABEL_MAX_LEN, markup_safe: bool = False) -> str:
+    """A name a tenant admin defines (tag, channel, group, category, form label, status), for display.
+
+    Sanitized like `sanitize_text`, flattened to one line (each line break or tab becomes a space;
+    nothing else changes, since a tag or category name is sent back by name) and capped at `max_len`
+    with the explicit truncation marker. Not fenced: these are the tenant's own short labels, and a
+    model needs them as plain names.
+
+    With `markup_safe` (labels only ever displayed, never sent back: form display names and option
+    labels compiled into tool descriptions) angle brackets and their look-alikes are escaped as in a
+    fence body, so a label cannot fake a fence delimiter inside a tool description.
+
+    Raises:
+        ValueError: `max_len` is negative.
+    """
+    out = sanitize_text(s, max_len=max_len).replace("\n", " ").replace("\t", " ")
+    return _escape_angles(out) if markup_safe else out
+
+
+def has_invisible(s: str) -> bool:
+    """True when `s` holds a character `sanitize_text` would remove (or a CR, or a non-NFC sequence).
+
+    For values that are sent back upstream exactly (option values, field keys): such a value cannot be
+    shown as it is and must not be altered silently, so the caller refuses or marks it.
+    """
+    return sanitize_text(s) != s
+
+
+def mark_invisible(s: str) -> str:
+    """`s` with every character `sanitize_text` removes written as ``⟦U+XXXX⟧`` (one line, for display).
+
+    The result holds no forbidden code point and is visibly different from `s` whenever `s` held one,
+    so a model reading it cannot mistake it for the exact value.
+    """
+    out = [f"\u27e6U+{ord(ch):04X}\u27e7" if is_forbidden_char(ch) or ch in "\r\n\t" else ch for ch in s]
+    return unicodedata.normalize("NFC", "".join(out))
 
 
 # -- outgoing text -----------------------------------------------------------------------------------

@@ -29,6 +29,7 @@ from klink_mcp.api import errors as api_errors
 from klink_mcp.api.auth import describe_scheme
 from klink_mcp.api.catalog import Catalog
 from klink_mcp.api.client import KlinkClient
+from klink_mcp.approval_page import APPROVAL_PATH
 from klink_mcp.config import ConfigError, Settings
 from klink_mcp.toolsets import TOOLSET_NAMES
 
@@ -49,12 +50,34 @@ def _write(line: str) -> None:
 
 
 def approval_channel(settings: Settings) -> str:
-    """Where a person approves guarded calls, for the summary."""
+    """Where a person approves guarded calls, for the summary: exactly what the settings make the guard do."""
     if settings.confirm == "off":
         return "none: guarded tools run without asking (KLINK_CONFIRM=off)"
     if settings.confirm == "elicit":
-        return "the client's elicitation only (clients without it cannot run guarded tools)"
-    return "client elicitation, else approval page on 127.0.0.1"
+        return "the client's elicitation only (clients without it cannot run guarded tools; no approval page)"
+    if settings.confirm == "token":
+        return (
+            "the client's elicitation form, else a two-step confirmation_token the model can pass itself "
+            "(headless automation only; no approval page)"
+        )
+    port = str(settings.approval_port) if settings.approval_port else "<ephemeral port>"
+    if settings.resource_url:
+        parts = urlsplit(settings.resource_url)
+        http = f"{parts.scheme}://{parts.netloc}{APPROVAL_PATH}/<id>"
+    else:
+        http = f"<this server>{APPROVAL_PATH}/<id>"
+    page = f"stdio: http://127.0.0.1:{port}{APPROVAL_PATH}/<id>; serve --http: {http}"
+    extras = [f"open {int(settings.approval_ttl_s)} s"]
+    if settings.approval_open_browser:
+        extras.append("opened in the desktop browser")
+    if settings.oauth_client_id:
+        extras.append("sign-in required")
+    if settings.four_eyes_tools:
+        extras.append(f"four eyes for {', '.join(settings.four_eyes_tools)}")
+    return (
+        "the client's elicitation form, else URL elicitation, else the approval page "
+        f"({page}; {', '.join(extras)})"
+    )
 
 
 def _summary(settings: Settings) -> list[str]:

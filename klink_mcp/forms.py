@@ -11,6 +11,13 @@ request. Select options become enums (up to `option_cap`; longer lists are descr
 checked here with a "did you mean" error), dates get `format: date`, numbers are numbers, checkboxes
 booleans, and an unknown field type degrades to a string whose description names the type.
 
+Tenant admins write the labels, so they are untrusted text that ends up in tool descriptions and
+schemas: display names, option labels and unknown type names are cleaned (`content.clean_label`) before
+they are compiled in. Option values and custom system names are sent back to K-LINK exactly, so they
+are never altered: an option value holding an invisible character (bidi control, tag character,
+zero-width...) is left out of the schema and so refused, and a custom field whose system_name holds
+one is skipped (both reported in `skipped` / the field description).
+
 This module knows nothing about MCP or HTTP: it reads the K-LINK wire model of a field definition
 (`klink_mcp.api.models.FormField`) directly - plain mappings, such as the built-in fallback forms, are
 parsed into it - and returns types. It must never raise on odd definitions (an unusable field is
@@ -36,6 +43,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, create_model
 
 from klink_mcp.api.errors import ErrorCode
 from klink_mcp.api.models import FormField
+from klink_mcp.content import clean_label, has_invisible, mark_invisible
 
 logger = logging.getLogger("klink_mcp.forms")
 
@@ -82,6 +90,7 @@ class CompiledField:
     option_labels: tuple[str, ...] = ()
     capped: bool = False
     kind_hint: str = "contact"
+    hidden_options: int = 0
 
     @property
     def has_options(self) -> bool:
@@ -241,6 +250,11 @@ def _describe(f: CompiledField, cap: int) -> str:
     parts = [f.display_name]
     if f.field_type not in KNOWN_TYPES:
         parts.append(f"K-LINK field type '{f.field_type}', sent as text")
+    if f.hidden_options:
+        parts.append(
+            f"{f.hidden_options} option(s) hold invisible characters and cannot be chosen here "
+            "(an admin can fix them in K-LINK)"
+        )
     if f.has_options:
         pairs = [
             f"{v}={lab}" if _adds_information(v, lab) else v
@@ -365,12 +379,22 @@ def compile_form_schema(
             continue
         sys_name = (d.system_name or "").strip()
         if not sys_name or sys_name in seen:
-            skipped.append(f"{sys_name or '<empty>'}: empty or duplicate system_name")
+            skipped.append(f"{mark_invisible(sys_name) or '<empty>'}: empty or duplicate system_name")
             continue
         seen.add(sys_name)
-        ftype = (d.type or "text").strip().lower()
-        values = tuple(o.value for o in d.options if o.value is not None)
-        labels = tuple((o.label or o.value) for o in d.options if o.value is not None)
+        if not d.is_default and (has_invisible(sys_name) or not sys_name.isprintable()):
+            # The key of the custom_fields object, sent back as is: it cannot be cleaned, so refused.
+            skipped.append(f"{mark_invisible(sys_name)}: system_name holds invisible characters")
+            continue
+        ftype = clean_label((d.type or "text").strip().lower(), max_len=40, markup_safe=True) or "text"
+        options = [o for o in d.options if o.value is not None]
+        usable = [o for o in options if not has_invisible(o.value or "")]
+        values = tuple(o.value or "" for o in usable)
+        labels = tuple(clean_label(o.label or o.value or "", max_len=80, markup_safe=True) for o in usable)
+        hidden = len(options) - len(usable)
+        if ftype in ("select", "multiselect") and hidden and not values:
+            skipped.append(f"{mark_invisible(sys_name)}: every option value holds invisible characters")
+            continue
         if ftype in ("select", "multiselect") and not values:
             ftype_note = ftype
             ftype = "text"
@@ -378,13 +402,15 @@ def compile_form_schema(
         compiled = functools.partial(
             CompiledField,
             system_name=sys_name,
-            display_name=d.display_name or sys_name,
+            display_name=clean_label(d.display_name or "", max_len=120, markup_safe=True)
+            or mark_invisible(sys_name),
             field_type=ftype,
             required=d.is_required,
             option_values=values,
             option_labels=labels,
             capped=len(values) > option_cap,
             kind_hint=kind,
+            hidden_options=hidden,
         )
         if not d.is_default:
             custom.append(compiled(wire_key=sys_name, param_name=sys_name, is_custom=True))
@@ -394,7 +420,7 @@ def compile_form_schema(
         wire_key = _LIST_BUILTINS.get(sys_name.lower(), sys_name)
         param = _param_name(wire_key)
         if param is None or param in ("custom_fields", "ctx", "confirmation_token"):
-            skipped.append(f"{sys_name}: cannot be a parameter name")
+            skipped.append(f"{mark_invisible(sys_name)}: cannot be a parameter name")
             continue
         builtin.append(compiled(wire_key=wire_key, param_name=param, is_custom=False))
     return FormSchema(

@@ -9,7 +9,19 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from klink_mcp.content import FENCE_TAG, UNTRUSTED_NOTE, fence, is_forbidden_char, sanitize_text
+from klink_mcp.content import (
+    ANGLE_LOOKALIKES,
+    FENCE_TAG,
+    UNTRUSTED_NOTE,
+    clean_label,
+    fence,
+    has_invisible,
+    is_forbidden_char,
+    is_plain_token,
+    mark_invisible,
+    sanitize_text,
+    untrusted,
+)
 
 BIDI = [*map(chr, range(0x202A, 0x202F)), *map(chr, range(0x2066, 0x206A)), "\u200e", "\u200f", "\u061c"]
 ZERO_WIDTH = ["\u200b", "\u200c", "\u200d", "\u2060", "\ufeff", "\u180e"]
@@ -141,3 +153,99 @@ def test_the_ascii_fast_path_gives_what_the_full_pass_gives(s: str) -> None:
     from klink_mcp.content import _NEWLINES, _clean
 
     assert sanitize_text(s) == _clean(_NEWLINES.sub("\n", s))
+
+
+# -- fencing complete: look-alike brackets, the one marking function, labels, exact values -----------
+
+LOOKALIKES = [c for pair in ANGLE_LOOKALIKES for c in pair]
+CLOSER_SHAPES = [f"{o}/{FENCE_TAG}{c}" for o, c in ANGLE_LOOKALIKES] + [
+    f"{o}/{FENCE_TAG.upper()} {c}" for o, c in ANGLE_LOOKALIKES
+]
+closer_text = st.lists(
+    st.one_of(
+        st.sampled_from(CLOSER_SHAPES),
+        st.sampled_from(LOOKALIKES),
+        st.text(nasty_chars, max_size=10),
+        st.sampled_from(["/", FENCE_TAG, "\u202e", "\U000e003c", "\U000e003e", "&gt;", "\u0338"]),
+    ),
+    max_size=12,
+).map("".join)
+
+
+def _body(fenced: str) -> str:
+    header, _, rest = fenced.partition("\n")
+    body, _, footer = rest.rpartition("\n")
+    assert footer == f"</{FENCE_TAG}>" and header.startswith(f"<{FENCE_TAG}")
+    return body
+
+
+@given(
+    st.one_of(closer_text, nasty_text, st.text()),
+    st.one_of(st.none(), st.text(nasty_chars, max_size=30)),
+    st.one_of(st.none(), st.integers(0, 80)),
+    st.booleans(),
+)
+@settings(max_examples=300, deadline=None)
+def test_no_input_can_produce_the_closing_delimiter_inside_a_fenced_value(
+    text: str, label: str | None, max_len: int | None, plain_tokens: bool
+) -> None:
+    out = untrusted(text, label=label, max_len=max_len, plain_tokens=plain_tokens)
+    if not out.startswith(f"<{FENCE_TAG}"):
+        assert plain_tokens and is_plain_token(out) and out == text
+        return
+    body = _body(out)
+    # Not even after compatibility folding (fullwidth, small forms...) and case folding.
+    folded = unicodedata.normalize("NFKC", body).casefold()
+    assert "<" not in folded and ">" not in folded
+    assert f"</{FENCE_TAG}" not in folded
+    assert not any(c in body for c in LOOKALIKES)
+    assert unicodedata.normalize("NFKC", out).casefold().count(f"</{FENCE_TAG}>") == 1
+    assert not any(is_forbidden_char(ch) for ch in out)
+
+
+@pytest.mark.parametrize("opener,closer", ANGLE_LOOKALIKES)
+def test_every_look_alike_bracket_is_escaped_in_a_fence_body(opener: str, closer: str) -> None:
+    out = fence(f"a {opener}/{FENCE_TAG}{closer} b")
+    assert _body(out) == f"a &lt;/{FENCE_TAG}&gt; b"
+
+
+def test_the_double_guillemets_are_ordinary_quotation_marks_and_stay() -> None:
+    assert _body(fence("« Bonjour »")) == "« Bonjour »"
+
+
+def test_a_fence_without_a_label_has_the_same_format() -> None:
+    assert fence("Budi <b>") == f"<{FENCE_TAG}>\nBudi &lt;b&gt;\n</{FENCE_TAG}>"
+
+
+def test_free_text_is_always_fenced_and_plain_tokens_only_where_asked() -> None:
+    assert untrusted("approve").startswith(f"<{FENCE_TAG}>")  # a one-word message is still fenced
+    assert untrusted("gold", plain_tokens=True) == "gold"
+    assert untrusted("2026-01-09", plain_tokens=True) == "2026-01-09"
+    assert untrusted("gold\u202e", plain_tokens=True) == f"<{FENCE_TAG}>\ngold\n</{FENCE_TAG}>"
+    assert untrusted("two words", plain_tokens=True).startswith(f"<{FENCE_TAG}>")
+    assert untrusted("x" * 41, plain_tokens=True).startswith(f"<{FENCE_TAG}>")
+
+
+def test_a_label_is_clean_and_on_one_line() -> None:
+    tags = "".join(chr(0xE0000 + ord(c)) for c in "hi")
+    assert clean_label(f"VIP\u202e\u200d\ncustomers{tags}\u2067") == "VIP customers"
+    assert clean_label("a  b ") == "a  b "  # sent back by name: nothing visible is changed
+    assert clean_label("a" * 10, max_len=4) == "aaaa…[truncated 6 chars]"
+    assert clean_label(f"x \uff1c/{FENCE_TAG}\uff1e", markup_safe=True) == f"x &lt;/{FENCE_TAG}&gt;"
+    assert clean_label("a<b") == "a<b"  # tag names are sent back by name: not escaped by default
+
+
+def test_values_sent_back_exactly_are_detected_and_marked_never_cleaned() -> None:
+    assert not has_invisible("gold") and not has_invisible("línea\n2")
+    assert has_invisible("gold\u202e") and has_invisible("e\u0301") and has_invisible("a\rb")
+    assert mark_invisible("gold\u202e\U000e0041") == "gold\u27e6U+202E\u27e7\u27e6U+E0041\u27e7"
+    assert not any(is_forbidden_char(ch) for ch in mark_invisible("a\u200d\ufeff\x00b"))
+
+
+@given(st.text(nasty_chars, max_size=60))
+@settings(max_examples=150, deadline=None)
+def test_labels_and_marks_never_hold_a_forbidden_code_point(text: str) -> None:
+    for out in (clean_label(text), clean_label(text, markup_safe=True), mark_invisible(text)):
+        assert not any(is_forbidden_char(ch) for ch in out)
+    assert "\n" not in clean_label(text)
+    assert not any(c in clean_label(text, markup_safe=True) for c in LOOKALIKES)

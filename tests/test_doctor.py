@@ -106,8 +106,21 @@ async def test_the_summary_shows_toolsets_confirmation_mode_and_approval_channel
     assert "target         : embedded sandbox tenant" in out
     await run_doctor(_settings())
     assert (
-        "KLINK_CONFIRM=on; approvals: client elicitation, else approval page on 127.0.0.1"
-        in capsys.readouterr().out
+        "KLINK_CONFIRM=on; approvals: the client's elicitation form, else URL elicitation, else the approval "
+        "page (stdio: http://127.0.0.1:<ephemeral port>/approvals/<id>; serve --http: "
+        "<this server>/approvals/<id>; open 600 s)" in capsys.readouterr().out
+    )
+    await run_doctor(
+        _settings(approval_port=8765, resource_url="https://mcp.example.com/mcp", approval_open_browser=True)
+    )
+    assert (
+        "(stdio: http://127.0.0.1:8765/approvals/<id>; serve --http: https://mcp.example.com/approvals/<id>; "
+        "open 600 s, opened in the desktop browser)" in capsys.readouterr().out
+    )
+    await run_doctor(_settings(confirm="token"))
+    assert (
+        "KLINK_CONFIRM=token; approvals: the client's elicitation form, else a two-step confirmation_token "
+        "the model can pass itself" in capsys.readouterr().out
     )
 
 

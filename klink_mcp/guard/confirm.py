@@ -298,8 +298,9 @@ def guard_description(tool: str, settings: Settings | None = None) -> str:
         how = (
             "The server asks the user itself (in the client when it can). Otherwise the call changes nothing "
             "and returns status approval_required with a preview and an approval_url: show the link to the "
-            "user and ask them to open it and approve or decline. After they decided, call again with exactly "
-            "the same arguments; it runs once if they approved. Never open the link yourself; no argument "
+            "user and ask them to open it and press Approve or Decline, then wait until they tell you they "
+            "decided. Then call this tool again with exactly the same arguments; it runs once if they "
+            "approved (status done), otherwise nothing happens. Never open the link yourself; no argument "
             "you pass can approve it."
         )
     return (

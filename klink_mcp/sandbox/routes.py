@@ -126,7 +126,7 @@ def _contact_matches(contact: dict[str, Any], needle: str, digits: str) -> bool:
 
 def list_contacts(tenant: SandboxTenant, req: ApiRequest) -> Result:
     page, size = page_params(req.query)
-    needle = req.query.get("keyword", "").strip().lower()
+    needle = "" if tenant.ignore_contact_keyword else req.query.get("keyword", "").strip().lower()
     digits = re.sub(r"\D", "", needle)
     items = [
         c
@@ -484,7 +484,7 @@ _BY_TICKET_NUMBER = operator.itemgetter("ticketNumber")
 
 def _ticket_page(tenant: SandboxTenant, req: ApiRequest, extra: Predicate | None) -> dict[str, Any]:
     page, size = page_params(req.query)
-    tests = _ticket_filters(req)
+    tests = [] if tenant.ignore_ticket_filters else _ticket_filters(req)
     if extra is not None:
         tests.insert(0, extra)  # the contact filter is the most selective: run it first
     items = [t for t in tenant.tickets.values() if not t.get("deletedAt")]
@@ -500,6 +500,8 @@ def list_tickets(tenant: SandboxTenant, req: ApiRequest) -> Result:
 
 def list_contact_tickets(tenant: SandboxTenant, req: ApiRequest) -> Result:
     contact = _live_contact(tenant, req.params["contactId"])
+    if tenant.ignore_contact_path:
+        return 200, _ticket_page(tenant, req, None)
     return 200, _ticket_page(tenant, req, lambda t: t.get("contactId") == contact["id"])
 
 

@@ -20,9 +20,10 @@ Conventions this sandbox fixes where the contract is silent (all [inferred]):
   social-platform lookup, ticket create and message send; its record stays in `tenant.contacts`.
 - Ticket list filters: `status`, `priority` (validated, 400 on unknown values), `channel`,
   `keyword` (case-insensitive substring of title or description), `ticketNumber` (exact int),
-  `contactId`, `assigneeId`; sorted by `ticketNumber` descending. Contact list `keyword` is a
-  case-insensitive substring of name, e-mails, phones (digits also match ignoring punctuation)
-  and `contactNumber`; contacts are sorted newest first.
+  `contactId`, `assigneeId`; sorted by `ticketNumber` descending (`ignore_ticket_filters` turns
+  them off, like a tenant without these inferred filters; `ignore_contact_keyword` likewise).
+  Contact list `keyword` is a case-insensitive substring of name, e-mails, phones (digits also
+  match ignoring punctuation) and `contactNumber`; contacts are sorted newest first.
 - CX logs: `selectedDate` (`YYYY/MM/DD HH:mm:ss-YYYY/MM/DD HH:mm:ss`, inclusive at both ends)
   is read in the IANA zone of header `x-client-timezone` and matched against `startedDate`;
   sorted newest first. Missing/invalid range or zone -> 400.
@@ -156,6 +157,13 @@ class SandboxTenant:
         # None keeps every request (tests count them); a long-running demo server sets a cap.
         self.max_recorded_requests: int | None = None
         self.faults = FaultConfig()
+        # Behave like a real tenant that does not know the [inferred] list filters: True answers
+        # `GET /tickets` with the unfiltered listing (status, priority, channel, keyword, ticketNumber,
+        # contactId, assigneeId are ignored) and `GET /contacts` as if no `keyword` was given;
+        # `ignore_contact_path` answers `GET /tickets/contact/{id}` with every contact's tickets.
+        self.ignore_ticket_filters = False
+        self.ignore_contact_keyword = False
+        self.ignore_contact_path = False
         # K-LINK also accepts Basic authentication; None = the sandbox answers Basic with 401.
         self.basic_auth: tuple[str, SecretStr] | None = None
         # Every wait of the tenant (latency, slow bodies) goes through this; tests may replace it.

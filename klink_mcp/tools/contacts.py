@@ -8,6 +8,8 @@ tenant's contact form (see `klink_mcp.forms`) and they are re-registered when th
 from __future__ import annotations
 
 import inspect
+import re
+from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
 from mcp.server.mcpserver import Context
@@ -15,11 +17,14 @@ from mcp.types import InputRequiredResult
 from pydantic import Field
 
 from klink_mcp.api.errors import ErrorCode
+from klink_mcp.api.models import Contact
+from klink_mcp.api.models import Page as ApiPage
 from klink_mcp.content import UNTRUSTED_NOTE
 from klink_mcp.forms import FormSchema
 from klink_mcp.guard.policy import Risk, ToolPolicy, update_effect_risk
 from klink_mcp.tools import previews
 from klink_mcp.tools.errors import ToolFailure
+from klink_mcp.tools.filtering import FilteredList, Scanned, honest_page
 from klink_mcp.tools.guarded import guarded_outcome, run_guarded
 from klink_mcp.tools.params import (
     ConfirmationToken,
@@ -47,6 +52,10 @@ _R, _W, _D = Risk.READ, Risk.WRITE, Risk.DESTRUCTIVE
 
 
 class CreateContactOutcome(WriteOutcome):
+    """`duplicate_found`: nothing was created; `contact` is the existing contact with the same email
+    or phone, and `next_step` says how to proceed."""
+
+    status: Literal["done", "confirmation_required", "cancelled", "duplicate_found"]  # type: ignore[assignment]
     contact: ContactDetail | None = None
 
 
@@ -65,15 +74,61 @@ class ContactTagsOutcome(WriteOutcome):
 
 async def list_contacts(
     state: ServerState,
+    ctx: Context[Any, Any],
     keyword: Annotated[
         str | None,
-        Field(max_length=200, description="Search text: matches names, emails, phones, contact numbers."),
+        Field(
+            max_length=200,
+            description="Search text: matches names, emails, phones (any punctuation) and contact numbers.",
+        ),
     ] = None,
     page: Page = 1,
     page_size: PageSize = 10,
-) -> ListResult[ContactSummary]:
-    result = await state.client.list_contacts(keyword=keyword or None, page=page, page_size=page_size)
-    return ListResult[ContactSummary].from_page(result, [contact_summary(c) for c in result.items], page_size)
+) -> FilteredList[ContactSummary]:
+    needle = (keyword or "").strip()
+
+    async def searched(number: int, size: int) -> ApiPage[Contact]:
+        return await state.client.list_contacts(keyword=needle or None, page=number, page_size=size)
+
+    async def every(number: int, size: int) -> ApiPage[Contact]:
+        return await state.client.list_contacts(page=number, page_size=size)
+
+    async def progress(done: int, total: int) -> None:
+        await ctx.report_progress(done, total, f"read {done} of {total} pages of contacts")
+
+    contacts, facts = await honest_page(
+        fetch_filtered=searched,
+        fetch_unfiltered=every,
+        keep=contact_matcher(needle) if needle else None,
+        what="contact keyword",
+        page=page,
+        page_size=page_size,
+        concurrency=state.settings.page_concurrency,
+        progress=progress,
+    )
+    views = [contact_summary(c) for c in contacts]
+    if isinstance(facts, Scanned):
+        return facts.as_list(views, page, page_size)
+    return FilteredList[ContactSummary].of_page(facts, views, page_size)
+
+
+def contact_matcher(keyword: str) -> Callable[[Contact], bool]:
+    """The keyword search as a check on one contact: a case-insensitive part of the name, an email,
+    the contact number or a phone (a phone also matches on its digits, whatever the punctuation)."""
+    needle = keyword.strip().lower()
+    digits = re.sub(r"\D", "", needle)
+
+    def keep(c: Contact) -> bool:
+        texts = [c.name, c.contact_number, *(e.email for e in c.contact_emails)]
+        if any(needle in str(t or "").lower() for t in texts):
+            return True
+        for p in c.contact_phones:
+            phone = str(p.phone or "")
+            if needle in phone.lower() or (len(digits) >= 4 and digits in re.sub(r"\D", "", phone)):
+                return True
+        return False
+
+    return keep
 
 
 async def find_contacts_by_social_platform_id(
@@ -183,6 +238,12 @@ def _tag_update_risk(args: Any, settings: Any = None) -> Risk:
     return Risk.DESTRUCTIVE
 
 
+def _strings(value: object) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    return [str(v) for v in value] if isinstance(value, list) else []
+
+
 def _tag_names(tags: list[str] | None) -> list[str]:
     return sorted({t.strip() for t in tags or [] if t.strip()})
 
@@ -215,10 +276,79 @@ def create_contact_parameters(schema: FormSchema, guarded: bool) -> list[inspect
         *schema.builtin_parameters(for_update=False),
         *custom_fields_param(schema, for_update=False, kind="contact"),
         _contact_tags_param(_TAGS_SET),
+        kw("allow_duplicate", AllowDuplicate, False),
         *([kw("confirmation_token", ConfirmationToken, None)] if guarded else []),
     ]
     params.sort(key=lambda p: p.default is not p.empty)
     return params
+
+
+AllowDuplicate = Annotated[
+    bool,
+    Field(
+        description="Create the contact even though one with the same email or phone exists. Only when "
+        "the user confirmed they want a second contact."
+    ),
+]
+
+
+def _email_key(value: object) -> str:
+    return str(value or "").strip().lower()
+
+
+def _phone_digits(value: object) -> str:
+    # Country-code and trunk-prefix spellings differ ('+66 81-234 5678', '0812345678'): compare the
+    # digits without leading zeros, one ending the other when at least 8 digits remain.
+    return re.sub(r"\D", "", str(value or "")).lstrip("0")
+
+
+def _same_phone(a: str, b: str) -> bool:
+    if not a or not b:
+        return False
+    short, long = sorted((a, b), key=len)
+    return long.endswith(short) and len(short) >= 8
+
+
+async def find_duplicate(
+    state: ServerState, emails: list[str], phones: list[str]
+) -> tuple[Contact, str] | None:
+    """An existing contact with one of these emails or phones, and which value matched.
+
+    Searches with the contact list's keyword (checked like `list_contacts`, so a tenant that ignores
+    the keyword is scanned) and matches exactly on the normalised email or phone.
+
+    Raises:
+        KlinkError: a K-LINK call failed.
+    """
+    wanted_emails = {_email_key(e) for e in emails if _email_key(e)}
+    wanted_phones = {d for d in (_phone_digits(p) for p in phones) if d}
+    queries = list(dict.fromkeys([*wanted_emails, *(p.strip() for p in phones if p.strip())]))
+    queries += [d[-8:] for d in wanted_phones if len(d) >= 8 and d[-8:] not in queries]
+    for query in queries:
+
+        async def searched(number: int, size: int, q: str = query) -> ApiPage[Contact]:
+            return await state.client.list_contacts(keyword=q, page=number, page_size=size)
+
+        async def every(number: int, size: int) -> ApiPage[Contact]:
+            return await state.client.list_contacts(page=number, page_size=size)
+
+        found, _ = await honest_page(
+            fetch_filtered=searched,
+            fetch_unfiltered=every,
+            keep=contact_matcher(query),
+            what="contact keyword",
+            page=1,
+            page_size=100,
+            concurrency=state.settings.page_concurrency,
+        )
+        for contact in found:
+            for e in contact.contact_emails:
+                if _email_key(e.email) in wanted_emails:
+                    return contact, f"email {e.email}"
+            for ph in contact.contact_phones:
+                if any(_same_phone(_phone_digits(ph.phone), w) for w in wanted_phones):
+                    return contact, f"phone {ph.phone}"
+    return None
 
 
 def update_contact_parameters(schema: FormSchema, guarded: bool) -> list[inspect.Parameter]:
@@ -240,9 +370,22 @@ async def create_contact(
 ) -> CreateContactOutcome | InputRequiredResult:
     ctx = kwargs.pop("ctx")
     token = kwargs.pop("confirmation_token", None)
+    allow_duplicate = bool(kwargs.pop("allow_duplicate", False))
     body = schema.wire_body(kwargs)
     if tags := _tag_names(kwargs.get("tags")):
         body["tags"] = tags
+    if not allow_duplicate:
+        duplicate = await find_duplicate(state, _strings(body.get("emails")), _strings(body.get("phones")))
+        if duplicate is not None:
+            existing, matched = duplicate
+            return CreateContactOutcome(
+                status="duplicate_found",
+                contact=contact_detail(existing),
+                reason=f"Contact {existing.id} already has the {matched}; nothing was created.",
+                next_step="Use this contact (update_contact changes it). Only if the user wants a "
+                "second contact anyway, call create_contact again with the same arguments plus "
+                "allow_duplicate=true.",
+            )
 
     async def execute() -> ContactDetail:
         return contact_detail(await state.client.create_contact(body))
@@ -305,10 +448,10 @@ LIST_CONTACTS = ToolSpec(
     title="List or search contacts",
     description="Search the tenant's contacts (customers) by name, email, phone or contact number, or "
     "page through all of them. Returns compact summaries with ids; use get_contact for one contact "
-    "in full and list_contact_tickets for their tickets.",
+    "in full and list_contact_tickets for their tickets. Times are UTC.",
     toolset="contacts",
     effects=ToolPolicy(_R, idempotent=True),
-    output=ListResult[ContactSummary],
+    output=FilteredList[ContactSummary],
     handler=list_contacts,
     hints=FINDS_CONTACTS,
 )
@@ -316,8 +459,9 @@ CREATE_CONTACT = ToolSpec(
     name="create_contact",
     title="Create a contact",
     description="Create a contact in K-LINK. Parameters are this tenant's contact form: built-in fields at "
-    "the top level, custom cf_* fields inside custom_fields. Search with list_contacts first to avoid "
-    "duplicates. Returns the new contact with its id.",
+    "the top level, custom cf_* fields inside custom_fields. If a contact with the same email or phone "
+    "exists, nothing is created: the answer is status 'duplicate_found' with that contact (pass "
+    "allow_duplicate=true only when the user wants a second one). Returns the new contact with its id.",
     toolset="contacts",
     effects=ToolPolicy(_W, idempotent=False),  # POST: a repeat creates a second contact
     output=CreateContactOutcome,

@@ -45,8 +45,10 @@ async def run_guarded(
     args: dict[str, Any],
     confirmation_token: str | None,
     load_preview: Callable[[], Awaitable[Preview]],
-    execute: Callable[[], Awaitable[T]],
+    execute: Callable[[], Awaitable[T]] | None = None,
     target_ids: dict[str, str],
+    text_field: str | None = None,
+    execute_approved: Callable[[Approval], Awaitable[T]] | None = None,
     change: Callable[[T], Mapping[str, Any]] | None = None,
 ) -> tuple[T | None, dict[str, Any]] | InputRequiredResult:
     """Ask the guard, then run `execute` exactly once if (and only if) it approves.
@@ -54,15 +56,29 @@ async def run_guarded(
     `change`, when given, maps the executed result to the before -> after of what the call changed
     (`{field: {"before": ..., "after": ...}}`), recorded with the "executed" audit line.
 
+    Give exactly one of `execute` (runs as the arguments say) and `execute_approved` (receives the
+    `Approval`). A tool that sends text to a customer passes `text_field` (the argument holding that
+    text) and `execute_approved`, and sends `Approval.approved_text`: the exact text the person approved
+    (possibly edited on the approval page, always cleaned of invisible characters), never its argument.
+    The outcome then reports that text as `sent_text`, so the assistant knows what went out.
+
     Returns the executed result (or None) and the outcome fields for the tool's `WriteOutcome`, or an
     `InputRequiredResult` (2026-07-28 elicitation round) to hand straight back to the client.
 
     Raises:
+        ValueError: not exactly one of `execute` and `execute_approved` was given (a programming error).
         GuardRefusal: the guard refused the call.
         KlinkError: `execute` failed (the outcome is recorded in the audit log first).
     """
+    if (execute is None) == (execute_approved is None):
+        raise ValueError("run_guarded takes exactly one of execute and execute_approved")
     decision = await state.guard.authorize(
-        ctx, tool=tool, args=args, confirmation_token=confirmation_token, load_preview=load_preview
+        ctx,
+        tool=tool,
+        args=args,
+        confirmation_token=confirmation_token,
+        load_preview=load_preview,
+        text_field=text_field,
     )
     if isinstance(decision, InputRequiredResult):
         return decision
@@ -70,6 +86,8 @@ async def run_guarded(
         return None, {
             "status": decision.status,
             "preview": decision.preview,
+            "approval_url": decision.approval_url,
+            "approval_id": decision.approval_id,
             "confirmation_token": decision.confirmation_token,
             "expires_in_s": decision.expires_in_s,
             "reason": decision.reason,
@@ -77,7 +95,11 @@ async def run_guarded(
         }
     assert isinstance(decision, Approval)
     try:
-        result = await execute()
+        if execute is not None:
+            result = await execute()
+        else:
+            assert execute_approved is not None
+            result = await execute_approved(decision)
     except api_errors.KlinkAPIError as exc:
         state.guard.record_outcome(tool, target_ids, args, decision.channel, exc.status, type(exc).__name__)
         raise
@@ -87,4 +109,11 @@ async def run_guarded(
     state.guard.record_outcome(
         tool, target_ids, args, decision.channel, 200, None, change=None if change is None else change(result)
     )
-    return result, {"status": "done"}
+    fields: dict[str, Any] = {"status": "done"}
+    if decision.approved_text is not None:
+        fields.update(
+            sent_text=decision.approved_text,
+            text_edited=decision.text_edited,
+            removed_invisible=decision.removed_invisible,
+        )
+    return result, fields

@@ -9,7 +9,8 @@ from mcp.types import InputRequiredResult
 from pydantic import Field
 
 from klink_mcp.api.errors import ErrorCode
-from klink_mcp.content import sanitize_text
+from klink_mcp.content import clean_outgoing_text
+from klink_mcp.guard.confirm import Approval
 from klink_mcp.guard.policy import Risk, ToolPolicy
 from klink_mcp.tools import previews
 from klink_mcp.tools.errors import ToolFailure
@@ -42,17 +43,20 @@ async def send_message(
     message_type: Annotated[Literal["text"], Field(description="Only 'text' is supported.")] = "text",
     confirmation_token: ConfirmationToken = None,
 ) -> SendMessageOutcome | InputRequiredResult:
-    # What is sent is exactly what the preview showed: invisible/bidi characters never reach a customer.
-    text = sanitize_text(message).strip()
-    if not text:
+    # The text is kept as given for the approval (the page shows its invisible characters made
+    # visible); what is sent is the approved text, cleaned of them: never this argument as such.
+    cleaned = clean_outgoing_text(message)
+    if not cleaned.text.strip():
         raise ToolFailure(
             ErrorCode.VALIDATION,
             "message: the text is empty once invisible characters are removed.",
             fields=["message"],
         )
-    args = {"contact_id": contact_id, "message": text, "message_type": message_type}
+    args = {"contact_id": contact_id, "message": message, "message_type": message_type}
 
-    async def execute() -> SentMessageView:
+    async def execute(approval: Approval) -> SentMessageView:
+        # The exact text the person approved (edited on the approval page, or the cleaned argument).
+        text = approval.approved_text if approval.approved_text is not None else cleaned.text
         sent = await state.client.send_message(contact_id=contact_id, message=text, message_type=message_type)
         return SentMessageView(id=sent.id, contact_id=contact_id, created_at=sent.created_at)
 
@@ -62,9 +66,10 @@ async def send_message(
         tool="send_message",
         args=args,
         confirmation_token=confirmation_token,
-        load_preview=lambda: previews.send_message(state, contact_id, text, message_type),
-        execute=execute,
+        load_preview=lambda: previews.send_message(state, contact_id, cleaned.text, message_type),
+        execute_approved=execute,
         target_ids={"contact_id": contact_id},
+        text_field="message",
     )
     return guarded_outcome(SendMessageOutcome, "sent", ran)
 

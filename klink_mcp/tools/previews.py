@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from klink_mcp.api.models import Contact
 from klink_mcp.guard.policy import closing_statuses, update_effects
 from klink_mcp.guard.preview import Preview, PreviewTarget, mask_email, mask_phone, quote
-from klink_mcp.tools.views import ContactDetail, contact_detail
+from klink_mcp.tools.views import ContactDetail, contact_detail, plain_name
 
 if TYPE_CHECKING:
     from klink_mcp.tools.state import ServerState
@@ -44,7 +44,7 @@ async def _contact_target_from(
     target = PreviewTarget(
         kind="contact",
         id=contact_id,
-        name=view.name,
+        name=plain_name(contact),  # a person reads it on the page: clean, not fenced
         masked_email=mask_email(view.email) if view.email else None,
         masked_phone=mask_phone(view.phone) if view.phone else None,
     )

@@ -23,6 +23,7 @@ from mcp.types import (
 )
 
 from klink_mcp.api import errors as api_errors
+from klink_mcp.content import has_invisible
 from klink_mcp.prompt_templates import PromptFileError, PromptSpec, load_prompts, parse_prompt
 from klink_mcp.tools.results import form_field_list
 from klink_mcp.tools.state import ServerState
@@ -135,13 +136,19 @@ def _form_json(fields: list[Any]) -> str:
     return _json([v.model_dump() for v in form_field_list(fields, custom_only=False).items])
 
 
+def _exact_values(values: Any) -> list[str]:
+    """Values offered to be sent back as they are: one hiding an invisible character is left out
+    (cleaning it would offer a value the tenant does not have; showing it would pass the character on)."""
+    return sorted({str(v) for v in values if v and not has_invisible(str(v))})
+
+
 async def completion_values(state: ServerState, name: str) -> list[str] | None:
     """Candidate values for an argument name, or None when the name is not one we complete."""
     try:
         if name in ("tag", "tags", "tag_name"):
-            return sorted({str(t.name) for t in await state.client.list_tags() if t.name})
+            return _exact_values(t.name for t in await state.client.list_tags())
         if name in ("channel", "channel_name"):
-            return sorted({str(c.name) for c in await state.client.list_channels() if c.name})
+            return _exact_values(c.name for c in await state.client.list_channels())
         if name == "status":
             return list(status_values(state.forms.get("ticket")) or DEFAULT_STATUSES)
         if name == "priority":
@@ -155,11 +162,11 @@ async def completion_values(state: ServerState, name: str) -> list[str] | None:
 
             def walk(nodes: list[Any]) -> None:
                 for n in nodes:
-                    if n.value:
+                    if n.value and not has_invisible(n.value):
                         out.append(n.value)
-                    walk(n.children)
+                    walk(n.child_category_list)
 
-            walk([category_node(c) for c in await state.client.list_categories()])
+            walk(await state.client.list_categories())
             return out
     except api_errors.KlinkError as exc:
         logger.info("completion for %s unavailable: %s", name, type(exc).__name__)

@@ -43,17 +43,31 @@ class ListResult(CompactModel, Generic[T]):
 class WriteOutcome(CompactModel):
     """What every write tool returns: `status` says whether the action ran.
 
-    `done`: it ran once. `confirmation_required`: nothing changed; show `preview` to the user and, if
-    they approve, call the same tool again with the same arguments plus `confirmation_token`.
-    `cancelled`: the user declined or did not answer; nothing changed.
+    - `done`: it ran once. For a text sent to a customer, `sent_text` is exactly what was sent (the
+      person may have edited it on the approval page: `text_edited`; `removed_invisible` counts the
+      invisible characters taken out), so the assistant never assumes its own draft went out.
+    - `approval_required`: nothing changed; a person must approve on the approval page. Show the user
+      `approval_url` and ask them to open it, check the action and press Approve or Decline; wait until
+      they say they decided, then call the same tool again with exactly the same arguments: it runs
+      once if they approved. `approval_id` names the approval; it approves nothing, and no argument the
+      assistant passes can approve it. Never open or fetch the link yourself.
+    - `confirmation_required` (only with `KLINK_CONFIRM=token`, headless automation): nothing changed;
+      show `preview` to the user and, if they approve, call again with the same arguments plus
+      `confirmation_token`.
+    - `cancelled`: the person declined, did not answer, or the approval expired; nothing changed.
     """
 
-    status: Literal["done", "confirmation_required", "cancelled"]
+    status: Literal["done", "approval_required", "confirmation_required", "cancelled"]
     preview: Preview | None = None
+    approval_url: str | None = None
+    approval_id: str | None = None
     confirmation_token: str | None = None
     expires_in_s: int | None = None
     reason: str | None = None
     next_step: str | None = None
+    sent_text: str | None = None
+    text_edited: bool | None = None
+    removed_invisible: int | None = None
 
 
 def compact_result(model: BaseModel) -> CallToolResult:

@@ -120,13 +120,26 @@ def drop_descriptions(schema: Any) -> Any:
     return out
 
 
-CONFIRMATION_FIELDS = ("preview", "confirmation_token", "expires_in_s", "reason", "next_step")
+CONFIRMATION_FIELDS = (
+    "preview",
+    "approval_url",
+    "approval_id",
+    "confirmation_token",
+    "expires_in_s",
+    "reason",
+    "next_step",
+    # What an approval let through (the text a person approved): only guarded tools report it.
+    "sent_text",
+    "text_edited",
+    "removed_invisible",
+)
 
 
 def without_confirmation_fields(schema: dict[str, Any]) -> dict[str, Any]:
     """An outcome schema for a write tool that is not guarded: it only ever answers `status: done`.
 
-    The confirmation fields (and the Preview definitions) are left out of what is published.
+    The confirmation and approval fields (and the Preview definitions) are left out of what is
+    published.
     """
     props = {k: v for k, v in schema.get("properties", {}).items() if k not in CONFIRMATION_FIELDS}
     out = {**schema, "properties": props}

@@ -12,19 +12,22 @@ import difflib
 import inspect
 import json
 from collections.abc import Awaitable, Callable
-from typing import Annotated, Any, Literal
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal, TypeVar
 
 from mcp.server.mcpserver import Context
 from mcp.types import InputRequiredResult
 from pydantic import Field
 
 from klink_mcp.api.errors import ErrorCode
+from klink_mcp.api.models import Page as ApiPage
 from klink_mcp.api.models import Ticket
 from klink_mcp.content import UNTRUSTED_NOTE
 from klink_mcp.forms import FormSchema
 from klink_mcp.guard.policy import Risk, ToolPolicy, status_change_risk, update_effect_risk
 from klink_mcp.tools import previews
 from klink_mcp.tools.errors import ToolFailure
+from klink_mcp.tools.filtering import FilteredList, Scanned, honest_page
 from klink_mcp.tools.guarded import guarded_outcome, run_guarded
 from klink_mcp.tools.params import (
     ConfirmationToken,
@@ -50,6 +53,7 @@ from klink_mcp.tools.views import (
 DEFAULT_STATUSES = ("open", "in progress", "pending", "resolved", "closed")
 MAX_SCAN_PAGES = 50
 _R, _W, _D = Risk.READ, Risk.WRITE, Risk.DESTRUCTIVE
+V = TypeVar("V")
 
 
 class TicketOutcome(WriteOutcome):
@@ -65,21 +69,72 @@ async def find_ticket_by_number(
 
     Asks with the (inferred) `ticketNumber` filter first; if the tenant ignores it, scans the listing
     page by page (up to MAX_SCAN_PAGES), reporting progress.
+
+    Raises:
+        KlinkError: a K-LINK call failed.
     """
+    match, _, _ = await _search_ticket_number(state, number, progress)
+    return match
+
+
+async def _search_ticket_number(
+    state: ServerState,
+    number: int,
+    progress: Callable[[int, int], Awaitable[None]] | None,
+) -> tuple[Ticket | None, int, int]:
+    """The match (or None), the pages read and the pages the listing has."""
     page = await state.client.list_tickets(page=1, page_size=100, ticket_number=number)
     scanned = 1
     while True:
         match = next((t for t in page.items if ticket_summary(t).ticket_number == number), None)
         if match is not None or not page.has_more or scanned >= MAX_SCAN_PAGES:
-            return match
+            return match, scanned, max(page.last_page, scanned)
         scanned += 1
         if progress is not None:
             await progress(scanned, min(page.last_page or MAX_SCAN_PAGES, MAX_SCAN_PAGES))
         page = await state.client.list_tickets(page=scanned, page_size=100)
 
 
+@dataclass(frozen=True)
+class TicketFilters:
+    """The filters of `list_tickets` as a check on one wire ticket (what K-LINK should have applied)."""
+
+    status: str | None = None
+    priority: str | None = None
+    channel: str | None = None
+    keyword: str | None = None
+    contact_id: str | None = None
+
+    def predicate(self) -> Callable[[Ticket], bool] | None:
+        """The check, or None when no filter is set."""
+        wanted = {
+            "status": _norm(self.status),
+            "priority": _norm(self.priority),
+            "channel": _norm(self.channel),
+        }
+        wanted = {k: v for k, v in wanted.items() if v}
+        needle = _norm(self.keyword)
+        contact = (self.contact_id or "").strip()
+        if not wanted and not needle and not contact:
+            return None
+
+        def keep(t: Ticket) -> bool:
+            if any(_norm(getattr(t, key)) != value for key, value in wanted.items()):
+                return False
+            if contact and (t.contact_id or (t.contact.id if t.contact is not None else None)) != contact:
+                return False
+            return not needle or needle in _norm(t.title) or needle in _norm(t.description)
+
+        return keep
+
+
+def _norm(value: object) -> str:
+    return str(value or "").strip().lower()
+
+
 async def list_tickets(
     state: ServerState,
+    ctx: Context[Any, Any],
     status: Annotated[
         str | None, Field(max_length=40, description="Only this status, e.g. open, in progress, pending.")
     ] = None,
@@ -87,7 +142,10 @@ async def list_tickets(
         str | None, Field(max_length=40, description="Only this priority, e.g. high.")
     ] = None,
     channel: Annotated[str | None, Field(max_length=40, description="Only this channel, e.g. email.")] = None,
-    keyword: Annotated[str | None, Field(max_length=200, description="Search in title/description.")] = None,
+    keyword: Annotated[
+        str | None,
+        Field(max_length=200, description="Only tickets whose title or description contains this text."),
+    ] = None,
     contact_id: Annotated[
         str | None, Field(max_length=256, description="Only this contact's tickets.")
     ] = None,
@@ -96,19 +154,50 @@ async def list_tickets(
     ] = False,
     page: Page = 1,
     page_size: PageSize = 10,
-) -> ListResult[TicketDetail]:
-    result = await state.client.list_tickets(
+) -> FilteredList[TicketDetail]:
+    filters = TicketFilters(status, priority, channel, keyword, contact_id)
+
+    async def filtered(number: int, size: int) -> ApiPage[Ticket]:
+        return await state.client.list_tickets(
+            page=number,
+            page_size=size,
+            status=status or None,
+            priority=priority or None,
+            channel=channel or None,
+            keyword=keyword or None,
+            contact_id=contact_id or None,
+        )
+
+    async def unfiltered(number: int, size: int) -> ApiPage[Ticket]:
+        return await state.client.list_tickets(page=number, page_size=size)
+
+    tickets, facts = await honest_page(
+        fetch_filtered=filtered,
+        fetch_unfiltered=unfiltered,
+        keep=filters.predicate(),
+        what="ticket",
         page=page,
         page_size=page_size,
-        status=status or None,
-        priority=priority or None,
-        channel=channel or None,
-        keyword=keyword or None,
-        contact_id=contact_id or None,
+        concurrency=state.settings.page_concurrency,
+        progress=_progress(ctx, "tickets"),
     )
     view = ticket_detail if detail else ticket_row
-    items = [view(t) for t in result.items]
-    return ListResult[TicketDetail].from_page(result, items, page_size)
+    return _filtered_list([view(t) for t in tickets], facts, page, page_size)
+
+
+def _progress(ctx: Context[Any, Any], what: str) -> Callable[[int, int], Awaitable[None]]:
+    async def progress(done: int, total: int) -> None:
+        await ctx.report_progress(done, total, f"read {done} of {total} pages of {what}")
+
+    return progress
+
+
+def _filtered_list(
+    views: list[V], facts: ApiPage[Ticket] | Scanned[Ticket], page: int, page_size: int
+) -> FilteredList[V]:
+    if isinstance(facts, Scanned):
+        return facts.as_list(views, page, page_size)
+    return FilteredList[V].of_page(facts, views, page_size)
 
 
 async def get_ticket_by_number(
@@ -119,18 +208,37 @@ async def get_ticket_by_number(
     async def progress(done: int, total: int) -> None:
         await ctx.report_progress(done, total)
 
-    match = await find_ticket_by_number(state, ticket_number, progress)
+    match, scanned, pages = await _search_ticket_number(state, ticket_number, progress)
     if match is None:
         # The spec's not_found hint follows this text.
-        raise ToolFailure(ErrorCode.NOT_FOUND, f"No ticket number {ticket_number} found.")
+        searched = "" if scanned >= pages else f" in the newest {scanned} of {pages} pages of tickets"
+        raise ToolFailure(ErrorCode.NOT_FOUND, f"No ticket number {ticket_number} found{searched}.")
     return ticket_detail(match)
 
 
 async def list_contact_tickets(
-    state: ServerState, contact_id: ContactId, page: Page = 1, page_size: PageSize = 10
-) -> ListResult[TicketSummary]:
-    result = await state.client.list_contact_tickets(contact_id, page=page, page_size=page_size)
-    return ListResult[TicketSummary].from_page(result, [ticket_summary(t) for t in result.items], page_size)
+    state: ServerState,
+    ctx: Context[Any, Any],
+    contact_id: ContactId,
+    page: Page = 1,
+    page_size: PageSize = 10,
+) -> FilteredList[TicketSummary]:
+    async def of_contact(number: int, size: int) -> ApiPage[Ticket]:
+        return await state.client.list_contact_tickets(contact_id, page=number, page_size=size)
+
+    # The path is [inferred]: a tenant that ignored the contact would list everyone's tickets.
+    tickets, facts = await honest_page(
+        fetch_filtered=of_contact,
+        fetch_unfiltered=of_contact,
+        keep=TicketFilters(contact_id=contact_id).predicate(),
+        what="contact-ticket",
+        page=page,
+        page_size=page_size,
+        concurrency=state.settings.page_concurrency,
+        progress=_progress(ctx, "tickets"),
+        probe=False,
+    )
+    return _filtered_list([ticket_summary(t) for t in tickets], facts, page, page_size)
 
 
 async def get_ticket_form_fields(
@@ -373,11 +481,12 @@ LIST_TICKETS = ToolSpec(
     name="list_tickets",
     title="List tickets",
     description="List helpdesk tickets, newest first, optionally filtered by status, priority, channel, "
-    "keyword or contact. Compact by default; pass detail=true for descriptions. To triage, start with "
-    f"status='open'. {UNTRUSTED_NOTE}",
+    "keyword or contact; total and has_more count the filtered tickets. Compact by default; pass "
+    "detail=true for descriptions. To triage, start with status='open'. Times are UTC. "
+    f"{UNTRUSTED_NOTE}",
     toolset="tickets",
     effects=ToolPolicy(_R, idempotent=True),
-    output=ListResult[TicketDetail],
+    output=FilteredList[TicketDetail],
     handler=list_tickets,
     hints=FINDS_TICKETS,
 )
@@ -385,7 +494,7 @@ GET_TICKET_BY_NUMBER = ToolSpec(
     name="get_ticket_by_number",
     title="Get a ticket by its number",
     description="Look up one ticket by the number people quote (e.g. #1042), in full. K-LINK has no "
-    "single-ticket endpoint, so this searches the ticket listing. " + UNTRUSTED_NOTE,
+    "single-ticket endpoint, so this searches the ticket listing. Times are UTC. " + UNTRUSTED_NOTE,
     toolset="tickets",
     effects=ToolPolicy(_R, idempotent=True),
     output=TicketDetail,
@@ -411,10 +520,10 @@ LIST_CONTACT_TICKETS = ToolSpec(
     name="list_contact_tickets",
     title="List a contact's tickets",
     description="All tickets of one contact (compact). Useful to summarise a customer's history together "
-    "with list_cx_logs.",
+    "with list_cx_logs. Times are UTC.",
     toolset="tickets",
     effects=ToolPolicy(_R, idempotent=True),
-    output=ListResult[TicketSummary],
+    output=FilteredList[TicketSummary],
     handler=list_contact_tickets,
     hints=FINDS_CONTACTS,
 )

@@ -1,10 +1,25 @@
 """Compact views: what a model reads instead of raw K-LINK payloads.
 
 Each `*_view` takes a typed wire model from `klink_mcp.api.models` and returns a small typed model:
-heavy fields are trimmed, customer-written text is sanitized (short fields) or sanitized and fenced
-(free text), and nested objects collapse to the few keys an assistant needs. Views read the wire
-models' attributes, so a renamed wire field is a type error here; keys K-LINK sends that the models
-do not declare are read from `model_extra` by their wire name.
+heavy fields are trimmed and nested objects collapse to the few keys an assistant needs. Views read
+the wire models' attributes, so a renamed wire field is a type error here; keys K-LINK sends that the
+models do not declare are read from `model_extra` by their wire name.
+
+Every string a customer or a tenant admin controls goes through `klink_mcp.content` here, one rule
+per kind, so no view can forget one:
+
+- free text (contact and company names, ticket titles, addresses, notes, descriptions, CX-log contact
+  names) -> `_free` (`content.untrusted`: sanitized and fenced); string custom values and the items
+  of list-valued ones also go through `content.untrusted`, which there leaves a single plain token
+  such as "gold" unfenced (most are select values);
+- labels the tenant defines (tag, channel, group, category names, statuses, priorities, types,
+  queues, dispositions, form labels) -> `_label` (`content.clean_label`: sanitized, one line);
+- identifiers and timestamps -> `_s` (`content.sanitize_text`);
+- option values and field keys that are sent back upstream exactly are never altered: one that
+  holds an invisible character is shown marked (`content.mark_invisible`), so it cannot be mistaken
+  for a usable value (the form compiler leaves it out of the tool schemas).
+
+Views must not fence short enum-like values (bytes in every result) nor leave any of the above raw.
 """
 
 from __future__ import annotations
@@ -29,7 +44,7 @@ from klink_mcp.api.models import (
     UserRef,
     WireModel,
 )
-from klink_mcp.content import fence, sanitize_text
+from klink_mcp.content import clean_label, has_invisible, mark_invisible, sanitize_text, untrusted
 
 NAME_MAX = 120
 TITLE_MAX = 200
@@ -59,10 +74,23 @@ def _s(value: Any, max_len: int = NAME_MAX) -> str | None:
     return sanitize_text(str(value), max_len=max_len)
 
 
-def _fenced(value: Any, label: str, max_len: int = TEXT_MAX) -> str | None:
+def _free(value: Any, max_len: int = NAME_MAX, label: str | None = None) -> str | None:
+    """Customer-controlled free text: sanitized and fenced (`content.untrusted`)."""
     if value is None or value == "":
         return None
-    return fence(str(value), label=label, max_len=max_len)
+    return untrusted(str(value), label=label, max_len=max_len)
+
+
+def _label(value: Any, max_len: int = NAME_MAX) -> str | None:
+    """A tenant-defined label (names of tags, channels, statuses...): sanitized, one line, not fenced."""
+    if value is None or value == "":
+        return None
+    return clean_label(str(value), max_len=max_len) or None
+
+
+def _exact(value: str) -> str:
+    """A value sent back upstream exactly: as is when clean, visibly marked when it hides something."""
+    return mark_invisible(value) if has_invisible(value) else value
 
 
 def _extra(model: WireModel, wire_key: str) -> Any:
@@ -85,10 +113,29 @@ def _primary_phone(items: list[ContactPhone]) -> str | None:
 def _names(tags: list[TagRef]) -> list[str]:
     out: list[str] = []
     for tag in tags:
-        name = _s(tag.name or _extra(tag, "value"), 60)
+        name = _label(tag.name or _extra(tag, "value"), 60)
         if name:
             out.append(name)
     return out
+
+
+CUSTOM_MAX = 300
+_CUSTOM_DEPTH = 4
+
+
+def _custom_value(value: Any, depth: int) -> Any:
+    """A custom-field value with every string in it (list items and nested objects too) made safe."""
+    if isinstance(value, str):  # select values are plain tokens: fencing them would only cost bytes
+        return untrusted(value, max_len=CUSTOM_MAX, plain_tokens=True) if value else value
+    if isinstance(value, bool | int | float) or value is None:
+        return value
+    if depth >= _CUSTOM_DEPTH:  # deeper structures are not a form value: say so rather than pass raw
+        return _free(str(value), CUSTOM_MAX)
+    if isinstance(value, list | tuple):
+        return [_custom_value(v, depth + 1) for v in value if v is not None and v != ""]
+    if isinstance(value, dict):
+        return {_exact(str(k)[:80]): _custom_value(v, depth + 1) for k, v in value.items()}
+    return _free(str(value), CUSTOM_MAX)
 
 
 def _custom_fields(value: dict[str, Any]) -> dict[str, Any]:
@@ -96,16 +143,33 @@ def _custom_fields(value: dict[str, Any]) -> dict[str, Any]:
     for k, v in value.items():
         if v is None or v == "" or v == []:
             continue
-        out[str(k)] = sanitize_text(v, max_len=300) if isinstance(v, str) else v
+        # Keys are the tenant's system names (sent back as keys): marked, never silently altered.
+        out[_exact(str(k))] = _custom_value(v, 0)
     return out
 
 
-def _ref_name(ref: Company | UserRef | Contact | None) -> str | None:
-    """The display name of an embedded company, agent or contact."""
+def _ref_text(ref: Company | UserRef | Contact | None) -> str | None:
     if ref is None:
         return None
     email = ref.email if isinstance(ref, UserRef) else _extra(ref, "email")
-    return _s(ref.name or _extra(ref, "fullName") or email)
+    value = ref.name or _extra(ref, "fullName") or email
+    return None if value is None or value == "" else str(value)
+
+
+def _ref_name(ref: Company | UserRef | Contact | None) -> str | None:
+    """The display name of an embedded company or contact: customer free text, fenced."""
+    return _free(_ref_text(ref))
+
+
+def _agent_name(ref: UserRef | None) -> str | None:
+    """An agent's name (the tenant's staff, set by its admins): a label, sanitized, not fenced."""
+    return _label(_ref_text(ref))
+
+
+def plain_name(contact: Contact) -> str | None:
+    """A contact's name sanitized and capped but not fenced: for previews a person reads on the approval
+    page (the preview puts it in quotes; the model reads fenced names everywhere else)."""
+    return _s(contact.name)
 
 
 # --- contacts -------------------------------------------------------------------------------------
@@ -150,13 +214,13 @@ def contact_summary(contact: Contact) -> ContactSummary:
 def _contact_common(c: Contact) -> dict[str, Any]:
     return {
         "id": c.id,
-        "name": _s(c.name),
-        "channel": _s(c.channel, 40),
+        "name": _free(c.name),
+        "channel": _label(c.channel, 40),
         "email": _primary_email(c.contact_emails),
         "phone": _primary_phone(c.contact_phones),
         "company": _ref_name(c.company),
         "tags": _names(c.tags),
-        "updated_at": c.updated_at,
+        "updated_at": _s(c.updated_at, 40),
     }
 
 
@@ -174,12 +238,12 @@ def contact_detail(contact: Contact) -> ContactDetail:
         **_contact_common(c),
         emails=[e for e in (_s(i.email) for i in c.contact_emails) if e],
         phones=[p for p in (_s(i.phone) for i in c.contact_phones) if p],
-        address=_s(c.address, 300),
-        notes=_fenced(c.notes, f"contact {c.id} notes"),
+        address=_free(c.address, 300),
+        notes=_free(c.notes, TEXT_MAX, f"contact {c.id} notes"),
         contact_number=_s(c.contact_number, 60),
         social_profiles=profiles,
         custom_fields=_custom_fields(c.custom_fields),
-        created_at=c.created_at,
+        created_at=_s(c.created_at, 40),
     )
 
 
@@ -187,7 +251,7 @@ def contact_detail(contact: Contact) -> ContactDetail:
 
 
 class TicketSummary(CompactModel):
-    """A ticket in a list. The title is customer-influenced text (sanitized, not fenced)."""
+    """A ticket in a list. The title and the contact's name are customer text (fenced)."""
 
     id: str
     ticket_number: int | None = None
@@ -216,14 +280,14 @@ def _ticket_common(t: Ticket) -> dict[str, Any]:
     return {
         "id": t.id,
         "ticket_number": t.ticket_number,
-        "title": _s(t.title, TITLE_MAX),
-        "status": _s(t.status, 40),
-        "priority": _s(t.priority, 40),
-        "channel": _s(t.channel, 40),
+        "title": _free(t.title, TITLE_MAX),
+        "status": _label(t.status, 40),
+        "priority": _label(t.priority, 40),
+        "channel": _label(t.channel, 40),
         "contact_id": t.contact_id or (t.contact.id if t.contact is not None else None),
         "contact_name": _ref_name(t.contact),
-        "assignee": _ref_name(t.assignee),
-        "updated_at": t.updated_at,
+        "assignee": _agent_name(t.assignee),
+        "updated_at": _s(t.updated_at, 40),
     }
 
 
@@ -240,12 +304,12 @@ def ticket_detail(ticket: Ticket) -> TicketDetail:
     t = ticket
     return TicketDetail(
         **_ticket_common(t),
-        description=_fenced(t.description, f"ticket #{t.ticket_number} description"),
-        type=_s(t.type or t.ticket_type, 60),
+        description=_free(t.description, TEXT_MAX, f"ticket #{t.ticket_number} description"),
+        type=_label(t.type or t.ticket_type, 60),
         tags=_names(t.tags),
         custom_fields=_custom_fields(t.custom_fields),
-        creator=_ref_name(t.creator),
-        created_at=t.created_at,
+        creator=_agent_name(t.creator),
+        created_at=_s(t.created_at, 40),
     )
 
 
@@ -270,11 +334,11 @@ class GroupView(CompactModel):
 
 
 def tag_view(tag: Tag) -> TagView:
-    return TagView(id=tag.id, name=_s(tag.name, 60))
+    return TagView(id=tag.id, name=_label(tag.name, 60))
 
 
 def channel_view(channel: Channel) -> ChannelView:
-    return ChannelView(id=channel.id, name=_s(channel.name, 80), type=_s(channel.type, 40))
+    return ChannelView(id=channel.id, name=_label(channel.name, 80), type=_label(channel.type, 40))
 
 
 def group_view(group: ContactGroup) -> GroupView:
@@ -283,7 +347,7 @@ def group_view(group: ContactGroup) -> GroupView:
     if count is None and "contactCount" not in (group.model_extra or {}):
         count = _extra(group, "count")
     return GroupView(
-        id=group.id, name=_s(group.name, 80), contact_count=count if isinstance(count, int) else None
+        id=group.id, name=_label(group.name, 80), contact_count=count if isinstance(count, int) else None
     )
 
 
@@ -298,7 +362,7 @@ class CategoryNode(CompactModel):
 def category_node(category: Category) -> CategoryNode:
     return CategoryNode(
         id=category.id,
-        value=_s(category.value, 120),
+        value=_label(category.value, 120),
         children=[category_node(k) for k in category.child_category_list],
     )
 
@@ -325,19 +389,19 @@ class CxLogView(CompactModel):
 def cx_log_view(log: CxLog) -> CxLogView:
     return CxLogView(
         id=log.id,
-        case_id=log.case_id,
-        contact_id=log.contact_id,
+        case_id=_s(log.case_id, 80),
+        contact_id=_s(log.contact_id, 256),
         contact_name=_ref_name(log.contact),
-        channel=_s(log.channel or log.channel_type, 40),
-        direction=_s(log.direction, 20),
-        queue=_s(log.queue_name, 80),
-        started_at=log.started_date,
-        closed_at=log.closed_at,
+        channel=_label(log.channel or log.channel_type, 40),
+        direction=_label(log.direction, 20),
+        queue=_label(log.queue_name, 80),
+        started_at=_s(log.started_date, 40),
+        closed_at=_s(log.closed_at, 40),
         first_response_time_s=log.first_response_time,
         resolution_time_s=log.resolution_time,
         handled_time_s=log.handled_time,
-        sla_status=_s(log.sla_status, 40),
-        disposition=_s(log.disposition, 80),
+        sla_status=_label(log.sla_status, 40),
+        disposition=_label(log.disposition, 80),
     )
 
 
@@ -353,11 +417,15 @@ class FormFieldView(CompactModel):
 
 
 def form_field_view(field: FormField) -> FormFieldView:
-    values = [str(o.value) for o in field.options if o.value is not None]
+    # Option values go back to K-LINK exactly: one hiding an invisible character is shown marked
+    # (and the compiled tool schemas leave it out), never cleaned into a different, usable-looking value.
+    values = [_exact(str(o.value)) for o in field.options if o.value is not None]
     return FormFieldView(
-        system_name=field.system_name or "",
-        display_name=_s(field.display_name, 120),
-        type=field.type or "text",
+        system_name=_exact(field.system_name or ""),
+        display_name=clean_label(field.display_name, max_len=120, markup_safe=True)
+        if field.display_name
+        else None,
+        type=clean_label(field.type, max_len=40, markup_safe=True) if field.type else "text",
         required=field.is_required,
         custom=not field.is_default,
         options=values or None,

@@ -23,8 +23,11 @@ it subscribed to (any URI; only URIs somebody publishes ever fire). Other module
 `publish_resource_updated(mcp, uri)`, which reaches both eras. A connection's subscriptions are
 dropped when it closes (its `exit_stack`).
 
-Customer-written text is untrusted: message text is sanitized and fenced (`content.fence`), names and
-titles sanitized and capped. Raw event payloads are never returned, only compact views.
+Every payload field is untrusted (anyone who can make K-LINK emit an event, or forge nothing but a
+customer message, controls it): message text, contact names and ticket titles are customer free text,
+sanitized and fenced (`content.untrusted`, the same function and fence format as the tool views);
+channel, status and message type are labels (`content.clean_label`); ids are sanitized and capped.
+Raw event payloads are never returned, only compact views.
 """
 
 from __future__ import annotations
@@ -40,13 +43,16 @@ from mcp.server import MCPServer, ServerRequestContext
 from mcp.server.subscriptions import ResourceUpdated, SubscriptionBus
 from mcp.shared.exceptions import MCPError
 from mcp.types import INVALID_PARAMS, EmptyResult, SubscribeRequestParams, UnsubscribeRequestParams
-from pydantic import BaseModel, Field
+from pydantic import Field
 
-from klink_mcp.content import UNTRUSTED_NOTE, fence, sanitize_text
+from klink_mcp.content import UNTRUSTED_NOTE, clean_label, sanitize_text, untrusted
 from klink_mcp.guard.policy import Risk, ToolPolicy
 from klink_mcp.sdk_adapter import add_request_handler, connection_of, subscription_bus_of
+from klink_mcp.tools.params import Page, PageSize
+from klink_mcp.tools.results import ListResult
 from klink_mcp.tools.spec import ToolSpec
 from klink_mcp.tools.state import ServerState
+from klink_mcp.tools.views import CompactModel
 from klink_mcp.webhooks.events import EventType, format_timestamp
 from klink_mcp.webhooks.hub import EventHub
 from klink_mcp.webhooks.store import StoredEvent
@@ -85,40 +91,49 @@ def contact_events_uri(contact_id: str) -> str:
 # -- views ------------------------------------------------------------------------------------------
 
 
-class EventItem(BaseModel):
-    """One received event, compact. Fields that do not apply to the event type are null."""
+class EventItem(CompactModel):
+    """One received event, compact. Fields that do not apply to the event type are left out."""
 
     id: int = Field(description="Local id; grows with arrival order.")
     event: str = Field(description="Event type, e.g. message.inbound.")
     timestamp: str = Field(description="When K-LINK says it happened (ISO-8601 UTC).")
     received_at: str = Field(description="When this server stored it (ISO-8601 UTC).")
-    contact_id: str | None = Field(description="The contact the event is about, if any.")
+    contact_id: str | None = Field(default=None, description="The contact the event is about, if any.")
     channel: str | None = Field(default=None, description="Channel (whatsapp, line, email...).")
     message_id: str | None = Field(default=None, description="message.*: the message id.")
     message_type: str | None = Field(default=None, description="message.*: e.g. text.")
     text: str | None = Field(default=None, description="message.*: the message, fenced as untrusted text.")
-    contact_name: str | None = Field(default=None, description="contact.*: the contact's name.")
+    contact_name: str | None = Field(
+        default=None, description="contact.*: the contact's name, fenced as untrusted text."
+    )
     ticket_id: str | None = Field(default=None, description="room.solved: the ticket id.")
     ticket_number: int | None = Field(default=None, description="room.solved: the ticket number.")
-    title: str | None = Field(default=None, description="room.solved: the ticket title.")
+    title: str | None = Field(
+        default=None, description="room.solved: the ticket title, fenced as untrusted text."
+    )
     status: str | None = Field(default=None, description="room.solved: the ticket status.")
 
 
-class RecentEvents(BaseModel):
-    """A page of received events, newest first."""
-
-    items: list[EventItem]
-    page: int
-    page_size: int
-    total: int = Field(description="Events matching the filters (all pages).")
-    has_more: bool = Field(description="True when later pages exist: ask for page + 1.")
-    note: str = Field(default=UNTRUSTED_NOTE)
+class RecentEvents(ListResult[EventItem]):
+    """A page of received events, newest first: the list shape every list tool returns."""
 
 
 def _short(value: Any) -> str | None:
     if value is None or value == "":
         return None
     return sanitize_text(str(value), max_len=SHORT_MAX)
+
+
+def _label(value: Any, max_len: int = 60) -> str | None:
+    if value is None or value == "":
+        return None
+    return clean_label(str(value), max_len=max_len) or None
+
+
+def _free(value: Any, max_len: int = SHORT_MAX, label: str | None = None) -> str | None:
+    if value is None or value == "":
+        return None
+    return untrusted(str(value), label=label, max_len=max_len)
 
 
 def _int(value: Any) -> int | None:
@@ -140,24 +155,24 @@ def event_item(event: StoredEvent) -> EventItem:
         timestamp=format_timestamp(event.timestamp),
         received_at=format_timestamp(event.received_at),
         contact_id=_short(event.contact_id),
-        channel=_short(data.get("channel")),
+        channel=_label(data.get("channel")),
     )
     if event.event.startswith("message."):
         message_id = _short(data.get("id"))
         text = data.get("message")
         item.message_id = message_id
-        item.message_type = _short(data.get("messageType"))
+        item.message_type = _label(data.get("messageType"))
         if text is not None and text != "":
             direction = "from" if event.event == "message.inbound" else "to"
             label = f"message {message_id or '?'} {direction} contact {item.contact_id or '?'}"
-            item.text = fence(str(text), label=label, max_len=TEXT_MAX)
+            item.text = _free(text, TEXT_MAX, label)
     elif event.event.startswith("contact."):
-        item.contact_name = _short(data.get("name"))
+        item.contact_name = _free(data.get("name"))
     elif event.event == "room.solved":
         item.ticket_id = _short(data.get("id"))
         item.ticket_number = _int(data.get("ticketNumber"))
-        item.title = _short(data.get("title"))
-        item.status = _short(data.get("status"))
+        item.title = _free(data.get("title"))
+        item.status = _label(data.get("status"))
     return item
 
 
@@ -267,7 +282,8 @@ async def publish_resource_updated(mcp: MCPServer[Any], uri: str) -> None:
 _TOOL_DESCRIPTION = (
     "List webhook events K-LINK pushed to this server (newest first): contacts created/updated, "
     "inbound and outbound messages, rooms solved. Reads the local events store only; use it to catch "
-    "up on what customers wrote since a time (event_type='message.inbound', since=...). " + UNTRUSTED_NOTE
+    "up on what customers wrote since a time (event_type='message.inbound', since=...). Times are "
+    "UTC. " + UNTRUSTED_NOTE
 )
 
 
@@ -291,21 +307,21 @@ async def list_recent_events(
             "2026-01-09T00:00:00Z (no zone = UTC)."
         ),
     ] = None,
-    limit: Annotated[int, Field(ge=1, le=100, description="Events per page (1-100).")] = 20,
-    page: Annotated[int, Field(ge=1, le=10_000, description="Page number, 1-based.")] = 1,
+    page: Page = 1,
+    page_size: PageSize = 20,
 ) -> RecentEvents:
     if state.hub is None:
         raise RuntimeError("list_recent_events needs the server's event hub")
     store = state.hub.store
     filters: dict[str, Any] = {"event_type": event_type, "contact_id": contact_id, "since": since}
     total = await store.count(**filters)
-    rows = await store.recent(**filters, limit=limit, offset=(page - 1) * limit)
+    rows = await store.recent(**filters, limit=page_size, offset=(page - 1) * page_size)
     return RecentEvents(
         items=[event_item(row) for row in rows],
         page=page,
-        page_size=limit,
+        page_size=page_size,
         total=total,
-        has_more=page * limit < total,
+        has_more=page * page_size < total,
     )
 
 
@@ -318,8 +334,6 @@ LIST_RECENT_EVENTS = ToolSpec(
     effects=ToolPolicy(Risk.READ, idempotent=True, open_world=False),
     output=RecentEvents,
     handler=list_recent_events,
-    # Event payloads may hold nulls: the SDK serializes and checks the result against its schema.
-    compact_output=False,
 )
 
 SPECS: tuple[ToolSpec, ...] = (LIST_RECENT_EVENTS,)

@@ -59,7 +59,7 @@ async def test_update_contact_tags_replace_needs_approval(mode: str) -> None:
     tenant = SandboxTenant.seeded()
     contact = tagged_contact(tenant)
     before = tag_names(contact)
-    async with Client(make_server(tenant), mode=mode) as client:  # type: ignore[arg-type]
+    async with Client(make_server(tenant, confirm="token"), mode=mode) as client:  # type: ignore[arg-type]
         first = await asked_then_approved_once(
             client, tenant, "update_contact", {"contact_id": contact["id"], "tags": ["vip"]}
         )
@@ -74,7 +74,7 @@ async def test_update_contact_tags_replace_needs_approval(mode: str) -> None:
 async def test_clearing_emails_or_phones_needs_approval(mode: str, field: str) -> None:
     tenant = SandboxTenant.seeded()
     contact = a_contact(tenant)
-    async with Client(make_server(tenant), mode=mode) as client:  # type: ignore[arg-type]
+    async with Client(make_server(tenant, confirm="token"), mode=mode) as client:  # type: ignore[arg-type]
         first = await asked_then_approved_once(
             client, tenant, "update_contact", {"contact_id": contact["id"], field: []}
         )
@@ -85,7 +85,7 @@ async def test_replacing_an_email_needs_approval_and_the_preview_masks_the_old_o
     tenant = SandboxTenant.seeded()
     contact = a_contact(tenant)
     old = contact["contactEmails"][0]["email"]
-    async with Client(make_server(tenant)) as client:
+    async with Client(make_server(tenant, confirm="token")) as client:
         first = await asked_then_approved_once(
             client, tenant, "update_contact", {"contact_id": contact["id"], "emails": ["new@example.com"]}
         )
@@ -97,7 +97,7 @@ async def test_replacing_an_email_needs_approval_and_the_preview_masks_the_old_o
 async def test_overwriting_the_name_needs_approval(mode: str) -> None:
     tenant = SandboxTenant.seeded()
     contact = a_contact(tenant)
-    async with Client(make_server(tenant), mode=mode) as client:  # type: ignore[arg-type]
+    async with Client(make_server(tenant, confirm="token"), mode=mode) as client:  # type: ignore[arg-type]
         first = await asked_then_approved_once(
             client, tenant, "update_contact", {"contact_id": contact["id"], "name": "Mallory"}
         )
@@ -109,7 +109,7 @@ async def test_overwriting_the_name_needs_approval(mode: str) -> None:
 async def test_update_ticket_tags_replace_takes_names_and_needs_approval(mode: str) -> None:
     tenant = SandboxTenant.seeded()
     ticket = next(iter(tenant.tickets.values()))
-    async with Client(make_server(tenant), mode=mode) as client:  # type: ignore[arg-type]
+    async with Client(make_server(tenant, confirm="token"), mode=mode) as client:  # type: ignore[arg-type]
         first = await asked_then_approved_once(
             client, tenant, "update_ticket", {"ticket_id": ticket["id"], "tags": ["VIP", "billing"]}
         )
@@ -128,7 +128,7 @@ async def test_update_ticket_tags_replace_takes_names_and_needs_approval(mode: s
 async def test_solving_or_closing_tickets_in_a_loop_writes_nothing(mode: str) -> None:
     tenant = SandboxTenant.seeded()
     open_ids = [t["id"] for t in tenant.tickets.values() if t["status"] == "open"][:6]
-    async with Client(make_server(tenant), mode=mode) as client:  # type: ignore[arg-type]
+    async with Client(make_server(tenant, confirm="token"), mode=mode) as client:  # type: ignore[arg-type]
         tenant.reset_requests()
         for i, ticket_id in enumerate(open_ids):
             status = "resolved" if i % 2 else "closed"
@@ -158,7 +158,7 @@ async def test_tag_names_in_another_case_preview_the_real_effect(mode: str, acti
     keep = names[0]
     # REMOVE every tag but the first, spelled in upper case; REPLACE with the first, in upper case
     given = [n.upper() for n in names[1:]] if action == "REMOVE" else [keep.upper()]
-    async with Client(make_server(tenant), mode=mode) as client:  # type: ignore[arg-type]
+    async with Client(make_server(tenant, confirm="token"), mode=mode) as client:  # type: ignore[arg-type]
         first = await asked_then_approved_once(
             client,
             tenant,
@@ -201,7 +201,7 @@ async def test_other_overwrites_run_and_the_audit_keeps_their_before_image() -> 
     tenant = SandboxTenant.seeded()
     contact = a_contact(tenant)
     old = contact.get("address")
-    server = make_server(tenant)
+    server = make_server(tenant, confirm="token")
     async with Client(server) as client:
         done = sc(
             await client.call_tool("update_contact", {"contact_id": contact["id"], "address": "1 New Road"})
@@ -216,7 +216,7 @@ async def test_confirm_overwrites_makes_every_overwrite_ask_and_the_preview_is_n
     tenant = SandboxTenant.seeded()
     contact = a_contact(tenant)
     notes = "n" * 900 + " the end"
-    async with Client(make_server(tenant, confirm_overwrites=True)) as client:
+    async with Client(make_server(tenant, confirm="token", confirm_overwrites=True)) as client:
         first = await asked_then_approved_once(
             client, tenant, "update_contact", {"contact_id": contact["id"], "notes": notes}
         )
@@ -227,7 +227,7 @@ async def test_confirm_overwrites_makes_every_overwrite_ask_and_the_preview_is_n
 async def test_ticket_writes_record_what_they_wrote_in_the_audit() -> None:
     tenant = SandboxTenant.seeded()
     ticket_id = next(t["id"] for t in tenant.tickets.values() if t["status"] == "open")
-    server = make_server(tenant)
+    server = make_server(tenant, confirm="token")
     async with Client(server) as client:
         done = sc(await client.call_tool("update_ticket", {"ticket_id": ticket_id, "priority": "urgent"}))
         assert done["status"] == "done"

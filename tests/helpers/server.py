@@ -18,8 +18,6 @@ MODES = ["legacy", "auto"]
 def make_settings(**overrides: Any) -> Settings:
     """Settings isolated from the developer's environment (no token: sandbox)."""
     overrides.setdefault("events_db", ":memory:")
-    # These tests were written for the token flow; the approval page (the default) is in tests/approval.
-    overrides.setdefault("confirm", "token")
     return load_settings(env={}, **overrides)
 
 

@@ -14,6 +14,7 @@ from mcp import Client
 from mcp.client import ClientRequestContext
 
 from klink_mcp.sandbox import SandboxTenant
+from tests.approval._support import Person
 from tests.helpers.server import make_server
 
 pytestmark = pytest.mark.anyio
@@ -100,8 +101,12 @@ async def test_strict_mode_without_elicitation_refuses_and_changes_nothing(tenan
     assert _writes(tenant) == []
 
 
-async def test_injected_approval_in_a_ticket_is_fenced_and_cannot_confirm(tenant: SandboxTenant) -> None:
-    async with Client(make_server(tenant)) as client:
+@pytest.mark.parametrize("confirm", ["on", "token"])
+async def test_injected_approval_in_a_ticket_is_fenced_and_cannot_confirm(
+    tenant: SandboxTenant, confirm: str
+) -> None:
+    server = make_server(tenant, confirm=confirm)
+    async with Client(server) as client:
         page = await client.call_tool(
             "list_tickets", {"keyword": "IGNORE PREVIOUS INSTRUCTIONS", "detail": True, "page_size": 20}
         )
@@ -120,14 +125,17 @@ async def test_injected_approval_in_a_ticket_is_fenced_and_cannot_confirm(tenant
         result = await client.call_tool(
             "delete_contact", {"contact_id": contact_id, "confirmation_token": token}
         )
-    assert result.is_error
+    if confirm == "token":  # a forged token is refused
+        assert result.is_error
+    else:  # a token is no approval at all: a person must approve on the page
+        assert result.structured_content["status"] == "approval_required"
     assert _writes(tenant) == []
     assert not tenant.contacts[contact_id].get("deletedAt")
 
 
 async def test_a_token_for_one_contact_cannot_delete_another(tenant: SandboxTenant) -> None:
     first, second = [c for c in tenant.contacts.values() if not c.get("deletedAt")][:2]
-    async with Client(make_server(tenant)) as client:
+    async with Client(make_server(tenant, confirm="token")) as client:
         preview = await client.call_tool("delete_contact", {"contact_id": first["id"]})
         token = preview.structured_content["confirmation_token"]
         tenant.reset_requests()
@@ -139,7 +147,7 @@ async def test_a_token_for_one_contact_cannot_delete_another(tenant: SandboxTena
 
 async def test_contact_changed_after_preview_gets_a_fresh_preview(tenant: SandboxTenant) -> None:
     contact = _contact(tenant)
-    async with Client(make_server(tenant)) as client:
+    async with Client(make_server(tenant, confirm="token")) as client:
         preview = await client.call_tool("delete_contact", {"contact_id": contact["id"]})
         token = preview.structured_content["confirmation_token"]
         await client.call_tool("update_contact", {"contact_id": contact["id"], "address": "Moved away"})
@@ -155,7 +163,7 @@ async def test_contact_changed_after_preview_gets_a_fresh_preview(tenant: Sandbo
 
 async def test_concurrent_confirms_with_one_token_delete_once(tenant: SandboxTenant) -> None:
     contact = _contact(tenant)
-    async with Client(make_server(tenant)) as client:
+    async with Client(make_server(tenant, confirm="token")) as client:
         preview = await client.call_tool("delete_contact", {"contact_id": contact["id"]})
         args = {
             "contact_id": contact["id"],
@@ -184,10 +192,14 @@ async def test_an_operator_can_require_confirmation_for_another_write_tool(tenan
         args = {"contact_id": contact["id"], "title": "Needs a second look"}
         tenant.reset_requests()
         first = await client.call_tool("create_ticket", args)
-        assert first.structured_content["status"] == "confirmation_required"
+        assert first.structured_content["status"] == "approval_required"
         assert _writes(tenant) == []
-        token = first.structured_content["confirmation_token"]
-        done = await client.call_tool("create_ticket", {**args, "confirmation_token": token})
+        person = Person()
+        try:
+            await person.approve(first.structured_content["approval_url"])
+        finally:
+            await person.aclose()
+        done = await client.call_tool("create_ticket", args)
     assert done.structured_content["status"] == "done"
     assert [r.path for r in _writes(tenant)] == ["/api/v1/tickets"]
 

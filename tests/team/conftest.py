@@ -61,7 +61,9 @@ def cluster(
     """
     need_haproxy()
     root = tmp_path_factory.mktemp("team")
-    with running_cluster(3, root=root, database_url=shared_database_url) as started:
+    # The state tests drive the two-step token across replicas: opt-in since the approval page (issue 10).
+    token_flow = {"KLINK_CONFIRM": "token"}
+    with running_cluster(3, root=root, database_url=shared_database_url, extra_env=token_flow) as started:
         yield started
 
 

@@ -250,7 +250,7 @@ async def test_no_accepted_webhook_event_is_lost_when_a_replica_is_killed_mid_de
     assert at_kill and at_kill[0] < total  # the replica died in the middle of the deliveries
     assert sorted(accepted) == list(range(total))  # every delivery was acknowledged in the end
     async with cluster.client(_replica_url(cluster, 0)) as client:
-        listed = await _call(client, "list_recent_events", {"contact_id": contact_id, "limit": 100})
+        listed = await _call(client, "list_recent_events", {"contact_id": contact_id, "page_size": 100})
     assert not listed.is_error, listed
     # Every acknowledged event is there, once, whichever replica stored it or died after storing it.
     assert listed.structured_content["total"] == total, (listed.structured_content["total"], attempts)

@@ -8,8 +8,9 @@ from __future__ import annotations
 import pytest
 from mcp import Client
 
+from klink_mcp.content import fence
 from klink_mcp.sandbox import SandboxTenant
-from tests.helpers.server import a_contact, error_code, sc
+from tests.helpers.server import a_contact, error_code, make_server, sc
 
 pytestmark = pytest.mark.anyio
 
@@ -79,7 +80,7 @@ async def test_create_contact_with_typed_custom_fields(client: Client, tenant: S
         )
     )
     assert result["status"] == "done"
-    assert result["contact"]["name"] == "Test Person"
+    assert result["contact"]["name"] == fence("Test Person")  # names are customer text
     assert len(tenant.contacts) == before + 1
 
 
@@ -122,12 +123,17 @@ async def test_remove_tags_needs_confirmation_and_changes_nothing(
             "update_contact_tags", {"contact_id": contact["id"], "action": "REMOVE", "tags": [tag]}
         )
     )
-    assert result["status"] == "confirmation_required"
-    assert result["confirmation_token"]
+    assert result["status"] == "approval_required"
+    assert "/approvals/" in result["approval_url"] and "confirmation_token" not in result
     assert not [r for r in tenant.requests if r.method != "GET"]
 
 
-async def test_delete_contact_with_token_runs_once(client: Client, tenant: SandboxTenant) -> None:
+async def test_delete_contact_with_token_runs_once(tenant: SandboxTenant, mode: str) -> None:
+    async with Client(make_server(tenant, confirm="token"), mode=mode) as client:  # type: ignore[arg-type]
+        await _delete_with_token(client, tenant)
+
+
+async def _delete_with_token(client: Client, tenant: SandboxTenant) -> None:
     contact = a_contact(tenant)
     first = sc(await client.call_tool("delete_contact", {"contact_id": contact["id"]}))
     assert first["status"] == "confirmation_required" and first["preview"]["irreversible"] is True

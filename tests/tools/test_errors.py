@@ -13,7 +13,7 @@ from klink_mcp.guard.confirm import GuardRefusal
 from klink_mcp.sandbox import SandboxTenant
 from klink_mcp.tools.errors import ERROR_META_KEY, ToolFailure, translate_error
 from klink_mcp.tools.spec import CONTACT_NOT_FOUND, FINDS_CONTACTS
-from tests.helpers.server import a_contact, error_code
+from tests.helpers.server import a_contact, error_code, make_server
 
 pytestmark = pytest.mark.anyio
 
@@ -45,10 +45,12 @@ async def test_update_ticket_for_an_unknown_ticket_hints_at_finding_tickets(clie
     assert "list_tickets" in text_of(result)
 
 
-async def test_a_refused_confirmation_keeps_its_reason(client: Client, tenant: SandboxTenant) -> None:
-    result = await client.call_tool(
-        "delete_contact", {"contact_id": a_contact(tenant)["id"], "confirmation_token": "not-a-token"}
-    )
+async def test_a_refused_confirmation_keeps_its_reason(tenant: SandboxTenant, mode: str) -> None:
+    # The token flow (KLINK_CONFIRM=token): by default a confirmation_token is ignored, not refused.
+    async with Client(make_server(tenant, confirm="token"), mode=mode) as client:  # type: ignore[arg-type]
+        result = await client.call_tool(
+            "delete_contact", {"contact_id": a_contact(tenant)["id"], "confirmation_token": "not-a-token"}
+        )
     assert error_code(result) == "confirmation_rejected"
     assert (result.meta or {})[ERROR_META_KEY]["reason"] == "malformed"
 

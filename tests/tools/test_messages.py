@@ -9,6 +9,7 @@ import pytest
 from mcp import Client
 
 from klink_mcp.sandbox import SandboxTenant
+from tests.approval._support import Person
 from tests.helpers.server import a_contact, sc
 
 pytestmark = pytest.mark.anyio
@@ -20,7 +21,7 @@ async def test_send_message_needs_confirmation_and_sends_nothing(
     contact = a_contact(tenant)
     tenant.reset_requests()
     result = sc(await client.call_tool("send_message", {"contact_id": contact["id"], "message": "Hello!"}))
-    assert result["status"] == "confirmation_required"
+    assert result["status"] == "approval_required" and "/approvals/" in result["approval_url"]
     assert result["preview"]["details"]["message"] == "Hello!"
     assert not [r for r in tenant.requests if r.method == "POST"]
     empty = await client.call_tool("send_message", {"contact_id": contact["id"], "message": ""})
@@ -32,11 +33,17 @@ async def test_confirmed_message_is_sent_exactly_as_previewed_without_invisible_
 ) -> None:
     contact = a_contact(tenant)
     raw = "Hello\u202e there\u200b!"
-    first = sc(await client.call_tool("send_message", {"contact_id": contact["id"], "message": raw}))
+    args = {"contact_id": contact["id"], "message": raw}
+    first = sc(await client.call_tool("send_message", args))
     shown = first["preview"]["details"]["message"]
     before = len(tenant.messages)
-    args = {"contact_id": contact["id"], "message": raw, "confirmation_token": first["confirmation_token"]}
+    person = Person()
+    try:
+        await person.approve(first["approval_url"])  # a person approves on the page, as a browser does
+    finally:
+        await person.aclose()
     done = sc(await client.call_tool("send_message", args))
+    assert done["sent_text"] == "Hello there!" and done["removed_invisible"] == 2
     assert done["status"] == "done" and done["sent"]["contact_id"] == contact["id"]
     sent = list(tenant.messages.values())[-1] if isinstance(tenant.messages, dict) else tenant.messages[-1]
     assert len(tenant.messages) == before + 1

@@ -15,7 +15,7 @@ from mcp.client.subscriptions import ResourceUpdated
 from mcp.server import MCPServer
 from mcp.types import TextResourceContents
 
-from klink_mcp.content import FENCE_TAG
+from klink_mcp.content import FENCE_TAG, fence
 from klink_mcp.webhooks.hub import EventHub
 from klink_mcp.webhooks.surface import (
     CONTACT_EVENTS_TEMPLATE,
@@ -58,13 +58,13 @@ async def test_the_tool_is_read_only_local_and_every_parameter_is_described(clie
     ) == (True, False, True, False)
     schema = tool.input_schema
     assert not {"anyOf", "oneOf", "allOf"} & set(schema)
-    assert set(schema["properties"]) == {"event_type", "contact_id", "since", "limit", "page"}
+    assert set(schema["properties"]) == {"event_type", "contact_id", "since", "page", "page_size"}
     assert all(prop.get("description") for prop in schema["properties"].values())
     event_type = json.dumps(schema["properties"]["event_type"])
     for name in ("contact.create", "contact.update", "message.inbound", "message.outbound", "room.solved"):
         assert name in event_type
-    assert schema["properties"]["limit"]["minimum"] == 1
-    assert schema["properties"]["limit"]["maximum"] == 100
+    assert schema["properties"]["page_size"]["minimum"] == 1
+    assert schema["properties"]["page_size"]["maximum"] == 100
     assert tool.output_schema is not None
     assert {"items", "page", "page_size", "total", "has_more"} <= set(tool.output_schema["properties"])
     assert tool.description and FENCE_TAG in tool.description
@@ -83,17 +83,23 @@ async def test_the_tool_filters_and_pages_newest_first(client: Client, hub: Even
     inbound = await call_list(client, event_type="message.inbound", since="2026-01-02T00:00:00Z")
     assert [i["id"] for i in inbound["items"]] == [2]
 
-    for_contact = await call_list(client, contact_id="contact-1", limit=2)
+    for_contact = await call_list(client, contact_id="contact-1", page_size=2)
     assert [i["id"] for i in for_contact["items"]] == [4, 3]
     assert (for_contact["total"], for_contact["has_more"], for_contact["page_size"]) == (3, True, 2)
-    second = await call_list(client, contact_id="contact-1", limit=2, page=2)
+    second = await call_list(client, contact_id="contact-1", page_size=2, page=2)
     assert [i["id"] for i in second["items"]] == [1]
     assert second["has_more"] is False
 
 
 @pytest.mark.parametrize(
     "arguments",
-    [{"limit": 0}, {"limit": 101}, {"page": 0}, {"since": "last tuesday"}, {"event_type": "ticket.created"}],
+    [
+        {"page_size": 0},
+        {"page_size": 101},
+        {"page": 0},
+        {"since": "last tuesday"},
+        {"event_type": "ticket.created"},
+    ],
 )
 async def test_invalid_arguments_are_tool_errors(client: Client, arguments: dict[str, Any]) -> None:
     result = await client.call_tool("list_recent_events", arguments)
@@ -128,11 +134,11 @@ async def test_contact_and_room_events_show_short_sanitized_fields(client: Clien
         )
     )
     room, contact = (await call_list(client))["items"]
-    assert contact["contact_name"].startswith("Ann Lee")
-    assert len(contact["contact_name"]) < 260
+    assert contact["contact_name"].startswith(f"<{FENCE_TAG}>\nAnn Lee")  # names are fenced
+    assert len(contact["contact_name"]) < 320
     assert (room["ticket_number"], room["title"], room["status"], room["contact_id"]) == (
         1042,
-        "Refund",
+        fence("Refund"),
         "resolved",
         "c1",
     )
@@ -261,3 +267,19 @@ def test_the_catch_up_prompt_declares_its_arguments_and_keeps_sending_a_separate
     assert placeholders == {"since", "since|json", "^since", "/since"}
     assert "list_recent_events" in body and "message.inbound" in body
     assert "Do NOT call `send_message`" in body
+
+
+async def test_the_tool_prints_compact_json_without_nulls_like_every_list(
+    client: Client, hub: EventHub
+) -> None:
+    await hub.ingest(event_dict("contact.create", data={"id": "c1", "name": "Ann Lee"}))
+    await hub.ingest(event_dict("message.inbound", n=1, timestamp="2026-01-02T00:00:00Z"))
+    result = await client.call_tool("list_recent_events", {"page_size": 1})
+    assert not result.is_error
+    text = result.content[0].text  # type: ignore[union-attr]
+    assert "\n" not in text and ": " not in text and "null" not in text
+    body = json.loads(text)
+    assert body == result.structured_content
+    assert set(body) == {"items", "page", "page_size", "total", "has_more"}
+    assert (body["page"], body["page_size"], body["total"], body["has_more"]) == (1, 1, 2, True)
+    assert "contact_name" not in body["items"][0]  # a message event: contact fields left out, not null
