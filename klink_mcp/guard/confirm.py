@@ -46,7 +46,7 @@ import re
 import time
 import webbrowser
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
 from mcp import MCPError
@@ -70,9 +70,9 @@ from klink_mcp.guard.approvals import (
     ApprovalStore,
     DecidedBy,
     InMemoryApprovalStore,
+    StoreApprovalStore,
     approval_key,
     approval_ref,
-    new_approval_id,
 )
 from klink_mcp.guard.audit import AuditLog
 from klink_mcp.guard.canonical import args_digest, normalize_args
@@ -84,6 +84,10 @@ from klink_mcp.guard.policy import (
 )
 from klink_mcp.guard.preview import Preview, preview_digest, render_preview_text
 from klink_mcp.guard.tokens import ConfirmationTokens, RejectReason, TokenRejected
+from klink_mcp.ops import current_request_id
+
+if TYPE_CHECKING:
+    from klink_mcp.store.base import Store
 
 __all__ = [
     "CONFIRMATION_PARAM_DESCRIPTION",
@@ -202,7 +206,7 @@ def _binding(preview: Preview) -> str:
     return f"preview:{preview_digest(preview)}"
 
 
-def _principal(ctx: Context[Any, Any]) -> str | None:
+def _principal(ctx: Context[Any, Any] | None) -> str | None:
     """The authenticated principal of this request (HTTP with OAuth), or None (stdio, bearer, none)."""
     try:
         from mcp.server.auth.middleware.auth_context import get_access_token
@@ -327,8 +331,11 @@ class Guard:
         clock: Callable[[], float] = time.time,
         approvals: ApprovalStore | None = None,
         on_approval_link: Callable[[ApprovalRecord, str], Awaitable[None]] | None = None,
+        store: Store | None = None,
     ) -> None:
-        """
+        """`store`: the shared store (replicas): token nonces, approvals and audit records go there,
+        so single use holds across every replica on the same database.
+
         Raises:
             ConfigError: `KLINK_CONFIRM_TOOLS` names an unknown or read-only tool, or
                 `KLINK_GUARD_SECRET` is shorter than 32 bytes.
@@ -341,7 +348,9 @@ class Guard:
                 settings.guard_secret.get_secret_value().encode("utf-8") if settings.guard_secret else None
             )
             try:
-                tokens = ConfirmationTokens(secret, ttl_s=settings.confirmation_ttl_s, clock=clock)
+                tokens = ConfirmationTokens(
+                    secret, ttl_s=settings.confirmation_ttl_s, clock=clock, nonces=store
+                )
             except ValueError as exc:
                 raise ConfigError(f"KLINK_GUARD_SECRET: {exc}") from None
         self.tokens = tokens
@@ -352,7 +361,15 @@ class Guard:
             else AuditLog(settings.audit_log, settings.audit_include_bodies, clock=clock)
         )
         self._clock = clock
-        self.approvals: ApprovalStore = approvals if approvals is not None else InMemoryApprovalStore()
+        if store is not None:
+            self.audit.attach_store(store)
+        if approvals is None:
+            approvals = (
+                StoreApprovalStore(store, tokens.subkey("approval-ids"))
+                if store is not None
+                else InMemoryApprovalStore()
+            )
+        self.approvals: ApprovalStore = approvals
         self.page = ApprovalPage(self.approvals, on_decided=self._page_decided, clock=clock)
         self.loopback = LoopbackApprovalServer(self.page, settings.approval_port)
         self.page_mounted = False  # set by approval_page.mount_approval_page (serve --http)
@@ -364,6 +381,17 @@ class Guard:
                 "KLINK_CONFIRM=off: destructive tools (%s) run WITHOUT asking the user",
                 ", ".join(sorted(self.guarded)),
             )
+
+    def use_store(self, store: Store) -> None:
+        """Record nonces, approvals and audit in `store` from now on (the server lifespan opens it).
+
+        Keeps an approval store given to the constructor unless it was the store-backed default.
+        """
+        self.tokens.use_ledger(store)
+        self._state_tokens.use_ledger(store)
+        self.audit.attach_store(store)
+        if isinstance(self.approvals, StoreApprovalStore):
+            self.approvals.use_store(store)
 
     def __repr__(self) -> str:
         return f"Guard(confirm={self.settings.confirm!r}, guarded={sorted(self.guarded)!r})"
@@ -406,6 +434,8 @@ class Guard:
             upstream_status=None,
             error=error,
             approval=None if approval is None else _approval_facts(approval),
+            principal=_principal(None),
+            request_id=current_request_id(),
         )
 
     def record_outcome(
@@ -426,6 +456,8 @@ class Guard:
             channel=channel,
             upstream_status=upstream_status,
             error=error,
+            principal=_principal(None),
+            request_id=current_request_id(),
         )
 
     # -- the entry point -----------------------------------------------------------------------
@@ -527,7 +559,7 @@ class Guard:
             raise self._refuse_token(tool, args, exc.reason) from None
         preview = await self._load(load_preview)
         try:
-            self.tokens.verify_and_consume(token, tool, args, _binding(preview))
+            await self.tokens.consume(token, tool, args, _binding(preview))
         except TokenRejected as exc:
             if exc.reason == "target_changed":
                 self._record(tool, "refused:target_changed", args, "token")
@@ -659,7 +691,7 @@ class Guard:
         if token is None:
             raise self._refuse_state(tool, args, "malformed")
         try:
-            self._state_tokens.verify_and_consume(token, tool, args, preview_digest(preview))
+            await self._state_tokens.consume(token, tool, args, preview_digest(preview))
         except TokenRejected as exc:
             if exc.reason == "target_changed":
                 self._record(tool, "refused:target_changed", args, "elicitation")
@@ -744,7 +776,7 @@ class Guard:
                 return record, "declined", False
         name = text_field or DISPLAY_TEXT_FIELDS.get(tool)
         fresh = ApprovalRecord(
-            id=new_approval_id(),
+            id=await self.approvals.new_id(key),
             key=key,
             tool=tool,
             args=normalize_args(args),
@@ -755,11 +787,19 @@ class Guard:
             text_field=name if name is not None and isinstance(args.get(name), str) else None,
             editable=text_field is not None,
             requester=_principal(ctx),
+            request_id=current_request_id(),
             delivery=delivery,
             created_at=now,
             expires_at=now + self.settings.approval_ttl_s,
         )
-        await self.approvals.create(fresh)
+        try:
+            await self.approvals.create(fresh)
+        except ValueError:
+            # Another replica opened the approval for this same call a moment ago: use that one.
+            raced = await self.approvals.latest(key)
+            if raced is not None and raced.state_at(now) == "pending" and raced.binding == binding:
+                return raced, reason, False
+            raise
         self._record(tool, "confirmation_required", args, delivery, approval=fresh)
         return fresh, reason, True
 
