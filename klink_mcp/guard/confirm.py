@@ -63,6 +63,7 @@ from mcp.types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import BaseModel, Field, ValidationError
 
 from klink_mcp.approval_page import APPROVAL_PATH, ApprovalPage, LoopbackApprovalServer
+from klink_mcp.auth.principal import current_principal
 from klink_mcp.config import ConfigError, Settings
 from klink_mcp.content import clean_outgoing_text
 from klink_mcp.guard.approvals import (
@@ -84,7 +85,7 @@ from klink_mcp.guard.policy import (
 )
 from klink_mcp.guard.preview import Preview, preview_digest, render_preview_text
 from klink_mcp.guard.tokens import ConfirmationTokens, RejectReason, TokenRejected
-from klink_mcp.ops import current_request_id
+from klink_mcp.ops import current_request_id, observe_approval
 
 if TYPE_CHECKING:
     from klink_mcp.store.base import Store
@@ -207,16 +208,15 @@ def _binding(preview: Preview) -> str:
 
 
 def _principal(ctx: Context[Any, Any] | None) -> str | None:
-    """The authenticated principal of this request (HTTP with OAuth), or None (stdio, bearer, none)."""
-    try:
-        from mcp.server.auth.middleware.auth_context import get_access_token
+    """The person behind this request (the OAuth subject), or None (stdio, the shared static token).
 
-        token = get_access_token()
-    except Exception:  # no auth context in this transport
+    The static bearer token is shared by everyone holding it, so it names no person: four-eyes then
+    treats the requester as unknown.
+    """
+    principal = current_principal()
+    if principal is None or principal.kind != "oauth":
         return None
-    if token is None:
-        return None
-    return f"{token.client_id}:{token.subject}" if token.subject else token.client_id
+    return principal.subject
 
 
 def _http_base(ctx: Context[Any, Any]) -> str | None:
@@ -370,7 +370,9 @@ class Guard:
                 else InMemoryApprovalStore()
             )
         self.approvals: ApprovalStore = approvals
-        self.page = ApprovalPage(self.approvals, on_decided=self._page_decided, clock=clock)
+        self.page = ApprovalPage(
+            self.approvals, on_decided=self._page_decided, clock=clock, settings=settings
+        )
         self.loopback = LoopbackApprovalServer(self.page, settings.approval_port)
         self.page_mounted = False  # set by approval_page.mount_approval_page (serve --http)
         # Called with every new page approval and its link (the person's channel: a desktop browser,
@@ -534,6 +536,8 @@ class Guard:
 
     def _refuse_token(self, tool: str, args: Mapping[str, Any], reason: RejectReason) -> GuardRefusal:
         self._record(tool, f"refused:{reason}", args, "token")
+        if reason in ("replayed", "expired"):
+            observe_approval(reason)
         return GuardRefusal(
             "confirmation_rejected", _reject_message(reason, tool, self.tokens.ttl_s), reason=reason
         )
@@ -801,6 +805,7 @@ class Guard:
                 return raced, reason, False
             raise
         self._record(tool, "confirmation_required", args, delivery, approval=fresh)
+        observe_approval("requested")
         return fresh, reason, True
 
     @staticmethod

@@ -72,9 +72,7 @@ def cluster(
 
 
 @pytest.fixture(scope="session")
-def page_cluster(
-    tmp_path_factory: pytest.TempPathFactory, team_database_url: str
-) -> Iterator[TeamCluster]:
+def page_cluster(tmp_path_factory: pytest.TempPathFactory, team_database_url: str) -> Iterator[TeamCluster]:
     """Three replicas on the shared store in the default confirmation mode: the approval page."""
     need_haproxy()
     root = tmp_path_factory.mktemp("team-page")
