@@ -1010,6 +1010,7 @@ def _approval_facts(record: ApprovalRecord) -> dict[str, Any]:
         "client": decided.client if decided is not None else None,
         "user_agent": decided.user_agent if decided is not None else None,
         "principal": record.requester,
+        "approver": decided.person if decided is not None else None,
         "edited": record.approved_text is not None
         and record.text_field is not None
         and record.approved_text != clean_outgoing_text(str(record.args.get(record.text_field, ""))).text,
