@@ -181,13 +181,16 @@ class ApprovalPage:
         clock: Callable[[], float] = time.time,
         allowed_hosts: Sequence[str] = LOOPBACK_ALLOWED_HOSTS,
         settings: Settings | None = None,
+        csrf_key: bytes | None = None,
     ) -> None:
+        """`csrf_key`: replicas behind a load balancer pass one derived from their shared secret, so
+        a page shown by one replica can be submitted to another."""
         self.store = store
         self.settings = settings
         self.sign_in: Any = None  # the HTTP app's ApprovalSignIn when OpenID sign-in is configured
         self._on_decided = on_decided
         self._clock = clock
-        self._key = secrets.token_bytes(32)
+        self._key = csrf_key if csrf_key is not None else secrets.token_bytes(32)
         self.allowed_hosts: tuple[str, ...] = tuple(allowed_hosts)
 
     def __repr__(self) -> str:

@@ -371,7 +371,12 @@ class Guard:
             )
         self.approvals: ApprovalStore = approvals
         self.page = ApprovalPage(
-            self.approvals, on_decided=self._page_decided, clock=clock, settings=settings
+            self.approvals,
+            on_decided=self._page_decided,
+            clock=clock,
+            settings=settings,
+            # Shared by replicas with the same KLINK_GUARD_SECRET: GET on one, POST on another.
+            csrf_key=tokens.subkey("approval-page-csrf") if settings.guard_secret is not None else None,
         )
         self.loopback = LoopbackApprovalServer(self.page, settings.approval_port)
         self.page_mounted = False  # set by approval_page.mount_approval_page (serve --http)

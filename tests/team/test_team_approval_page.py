@@ -59,18 +59,20 @@ async def _pending_approval_id(database_url: str, text: str) -> str:
     return approval_id
 
 
-async def _approve_on_page(base_url: str, approval_id: str) -> None:
-    """What a person's browser does: open the page, press Approve (same replica, its CSRF cookie)."""
+async def _approve_on_page(base_url: str, approval_id: str, post_to: str | None = None) -> None:
+    """What a person's browser does: open the page, press Approve (its CSRF cookie). `post_to`: the
+    replica the POST lands on when a load balancer sends it elsewhere than the GET."""
     url = f"{base_url}/approvals/{approval_id}"
     async with httpx2.AsyncClient(timeout=10.0) as browser:
         shown = await browser.get(url)
         assert shown.status_code == 200, shown.text[:300]
         match = re.search(r'name="csrf" value="([^"]+)"', shown.text)
         assert match is not None, "the page has no approval form"
+        target = post_to or base_url
         decided = await browser.post(
-            url,
+            f"{target}/approvals/{approval_id}",
             data={"csrf": match.group(1), "decision": "approve"},
-            headers={"origin": base_url, "sec-fetch-site": "same-origin"},
+            headers={"origin": target, "sec-fetch-site": "same-origin"},
         )
         assert decided.status_code == 200, decided.text[:300]
         assert "already decided" not in decided.text
@@ -93,7 +95,8 @@ async def test_an_approval_is_granted_once_and_consumed_once_whichever_replicas_
     assert await _sends(cluster, text) == 0
 
     approval_id = await _pending_approval_id(cluster.database_url, text)
-    await _approve_on_page(cluster.replicas[1].url, approval_id)
+    # Shown by one replica, submitted to another (as through a load balancer): one shared CSRF key.
+    await _approve_on_page(cluster.replicas[1].url, approval_id, post_to=cluster.replicas[2].url)
 
     results: list[Any] = []
 
