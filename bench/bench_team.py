@@ -1,7 +1,10 @@
 """Team deployment: reads/s and p95 through the real HAProxy for 1 and 3 replicas, and what a replica
 costs in memory.
 
-    python bench/bench_team.py [--clients 32] [--seconds 15] [--replicas 1,3]
+    python bench/bench_team.py [--clients 32] [--seconds 15] [--replicas 1,3] [--postgres | --database-url URL]
+
+`--postgres` starts a throwaway PostgreSQL (Debian's package) and the replicas share it as their
+store (`KLINK_DATABASE_URL`), as a team deployment does; `--database-url` uses an existing one.
 
 For each replica count, in the same run on the same machine: the team harness
 (`tests/team/harness.py`) starts one sandbox upstream process, N `klink-mcp serve --http` replicas
@@ -36,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repositor
 from _harness import cpu_seconds, median, p95
 from bench_http import PROTOCOL, McpHttpSession
 
-from tests.team.harness import TeamCluster, running_cluster
+from tests.team.harness import TeamCluster, running_cluster, throwaway_postgres
 
 
 class AuthedSession(McpHttpSession):
@@ -165,8 +168,10 @@ def uptime() -> str:
     return subprocess.run(["uptime"], capture_output=True, text=True, check=False).stdout.strip()
 
 
-async def measure(replicas: int, clients: int, seconds: float) -> dict[str, Any]:
-    with running_cluster(replicas) as cluster:
+async def measure(
+    replicas: int, clients: int, seconds: float, database_url: str | None = None
+) -> dict[str, Any]:
+    with running_cluster(replicas, database_url=database_url, health_path="/readyz") as cluster:
         contacts = await _contact_ids(cluster, 20)
         idle_kib = [r.rss_kib() for r in cluster.replicas]
         await load(cluster, contacts, 4, 1.0)  # warm-up: imports on first call, upstream pool
@@ -229,10 +234,19 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--seconds", type=float, default=15.0)
     parser.add_argument("--replicas", default="1,3", help="comma-separated replica counts, run in order")
+    parser.add_argument("--postgres", action="store_true", help="replicas share a throwaway PostgreSQL store")
+    parser.add_argument("--database-url", help="replicas share this PostgreSQL store")
     args = parser.parse_args()
     print(f"machine: {os.cpu_count()} CPUs; {uptime()}")
+    if args.postgres and not args.database_url:
+        with throwaway_postgres() as url:
+            print("store: throwaway PostgreSQL (KLINK_DATABASE_URL)")
+            for count in (int(n) for n in args.replicas.split(",")):
+                report(anyio.run(measure, count, args.clients, args.seconds, url))
+        return
+    print(f"store: {'PostgreSQL' if args.database_url else 'per-replica SQLite'}")
     for count in (int(n) for n in args.replicas.split(",")):
-        report(anyio.run(measure, count, args.clients, args.seconds))
+        report(anyio.run(measure, count, args.clients, args.seconds, args.database_url))
 
 
 if __name__ == "__main__":

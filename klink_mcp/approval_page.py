@@ -27,6 +27,13 @@ may edit it. `POST /approvals/<id>` decides. Defences, each needed on its own:
   style carries a per-response nonce; `form-action 'self'`; `frame-ancestors 'none'`),
   `X-Frame-Options: DENY`, `Referrer-Policy: no-referrer`, `Cache-Control: no-store`, `nosniff`.
 
+Who approves: when the HTTP app has OpenID sign-in (`KLINK_OAUTH_CLIENT_ID`), the page needs a
+signed-in person: a GET without one is redirected to `/approvals/login?next=<this page>`, a POST
+without one is refused. `may_approve` then decides (the `klink:approve` scope; for the tools in
+`KLINK_FOUR_EYES_TOOLS` a different person from the one who asked), the decision records the person
+and the request id, and every decision is counted (`observe_approval`). Without sign-in the tools in
+`KLINK_FOUR_EYES_TOOLS` cannot be approved on the page at all (nobody can be told apart).
+
 What it cannot stop: a program running as the user on the same machine can drive the page like a
 browser (an assistant with a shell tool could `curl` it). Against that, use a client with elicitation
 and `KLINK_CONFIRM=elicit`.
@@ -51,16 +58,21 @@ import socket
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Any
+from urllib.parse import urlencode
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, Response
+from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from klink_mcp.auth.four_eyes import may_approve
+from klink_mcp.auth.oidc import LOGIN_PATH, current_person
+from klink_mcp.config import Settings
 from klink_mcp.content import clean_outgoing_text, reveal_invisible
 from klink_mcp.guard.approvals import ApprovalRecord, ApprovalStore, DecidedBy
 from klink_mcp.guard.preview import mask_email, mask_phone
+from klink_mcp.ops import current_request_id, observe_approval
 
 __all__ = [
     "APPROVAL_PATH",
@@ -168,11 +180,17 @@ class ApprovalPage:
         on_decided: OnDecided | None = None,
         clock: Callable[[], float] = time.time,
         allowed_hosts: Sequence[str] = LOOPBACK_ALLOWED_HOSTS,
+        settings: Settings | None = None,
+        csrf_key: bytes | None = None,
     ) -> None:
+        """`csrf_key`: replicas behind a load balancer pass one derived from their shared secret, so
+        a page shown by one replica can be submitted to another."""
         self.store = store
+        self.settings = settings
+        self.sign_in: Any = None  # the HTTP app's ApprovalSignIn when OpenID sign-in is configured
         self._on_decided = on_decided
         self._clock = clock
-        self._key = secrets.token_bytes(32)
+        self._key = csrf_key if csrf_key is not None else secrets.token_bytes(32)
         self.allowed_hosts: tuple[str, ...] = tuple(allowed_hosts)
 
     def __repr__(self) -> str:
@@ -186,7 +204,12 @@ class ApprovalPage:
         """A Starlette app serving only the page (with its own Host allow-list when given)."""
         if allowed_hosts is not None:
             self.allowed_hosts = tuple(allowed_hosts)
-        return Starlette(routes=self.routes())
+        app = Starlette(routes=self.routes())
+        app.state.klink_sign_in = self.sign_in  # read by current_person
+        return app
+
+    def _four_eyes(self, record: ApprovalRecord) -> bool:
+        return self.settings is not None and record.tool in self.settings.four_eyes_tools
 
     def _csrf(self, approval_id: str, cookie: str) -> str:
         return hmac.new(self._key, f"{approval_id}|{cookie}".encode(), hashlib.sha256).hexdigest()
@@ -221,17 +244,27 @@ class ApprovalPage:
         record = await self.store.get(approval_id) if _ID_SHAPE.match(approval_id) else None
         if record is None:
             return self._plain(404, "No such approval (it may have expired).")
+        person = current_person(request)
+        if self.sign_in is not None and person is None:
+            if request.method == "GET":
+                target = f"{LOGIN_PATH}?{urlencode({'next': request.url.path})}"
+                return RedirectResponse(target, status_code=303, headers=_security_headers())
+            return self._plain(403, "Refused: sign in to decide on this approval.")
         if request.method == "GET":
             return self._show(request, record)
         return await self._decide(request, record)
 
-    def _show(self, request: Request, record: ApprovalRecord, *, notice: str | None = None) -> Response:
+    def _show(
+        self, request: Request, record: ApprovalRecord, *, notice: str | None = None, status: int = 200
+    ) -> Response:
         cookie = request.cookies.get(_COOKIE, "")
         if not re.fullmatch(r"[A-Za-z0-9_-]{32,64}", cookie):
             cookie = secrets.token_urlsafe(32)
         now = self._clock()
         body = self._render(record, now, csrf=self._csrf(record.id, cookie), notice=notice)
-        return self._page(200, "Approve this action?", body, cookie=(cookie, f"{APPROVAL_PATH}/{record.id}"))
+        return self._page(
+            status, "Approve this action?", body, cookie=(cookie, f"{APPROVAL_PATH}/{record.id}")
+        )
 
     def _origin_ok(self, request: Request) -> bool:
         site = request.headers.get("sec-fetch-site")
@@ -264,6 +297,15 @@ class ApprovalPage:
         if record.state_at(now) != "pending":
             return self._show(request, record, notice="This approval was already decided or has expired.")
         approve = decision == "approve"
+        person = current_person(request)
+        if approve and (self.sign_in is not None or self._four_eyes(record)):
+            allowed, why = (
+                may_approve(person, record.requester, record.tool, self.settings)
+                if self.settings is not None
+                else (person is not None, "Sign in to approve.")
+            )
+            if not allowed:
+                return self._show(request, record, notice=f"Not approved: {why}", status=403)
         text: str | None = None
         removed = 0
         if approve and record.text_field is not None:
@@ -285,6 +327,8 @@ class ApprovalPage:
                 via="url_elicitation" if record.delivery == "url_elicitation" else "page",
                 client=request.client.host if request.client else None,
                 user_agent=(request.headers.get("user-agent") or "")[:400] or None,
+                person=None if person is None else person.subject,
+                request_id=current_request_id(),
             ),
             approved_text=text,
             removed_invisible=removed,
@@ -294,6 +338,7 @@ class ApprovalPage:
             return self._show(
                 request, latest or record, notice="This approval was already decided or has expired."
             )
+        observe_approval("granted" if approve else "denied")
         if self._on_decided is not None:
             await self._on_decided(decided)
         return self._show(request, decided)
@@ -477,7 +522,12 @@ class _ApprovalDispatch:
 
 
 def mount_approval_page(
-    app: ASGIApp, mcp: Any, allowed_hosts: Sequence[str], *, passthrough: Sequence[str] = ()
+    app: ASGIApp,
+    mcp: Any,
+    allowed_hosts: Sequence[str],
+    *,
+    passthrough: Sequence[str] = (),
+    sign_in: Any = None,
 ) -> ASGIApp:
     """`app` with the approval page of `mcp`'s guard under `/approvals/` (for `serve --http`).
 
@@ -490,4 +540,5 @@ def mount_approval_page(
     if guard is None or not isinstance(page, ApprovalPage):
         return app
     guard.page_mounted = True
+    page.sign_in = sign_in  # who approves: the person signed in with the identity provider
     return _ApprovalDispatch(app, page.app(allowed_hosts), frozenset(passthrough))

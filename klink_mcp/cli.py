@@ -212,10 +212,12 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     if http:
         host = host or DEFAULT_HTTP_HOST
         port = DEFAULT_HTTP_PORT if port is None else port
-        if not is_loopback(host) and settings.http_auth_token is None:
+        oauth = settings.oauth_issuer is not None and settings.resource_url is not None
+        if not is_loopback(host) and settings.http_auth_token is None and not oauth:
             raise ConfigError(
                 f"refusing to listen on {host}: beyond loopback every request must carry a bearer "
-                "token. Set KLINK_HTTP_AUTH_TOKEN (clients send 'Authorization: Bearer <token>')."
+                "token. Set KLINK_HTTP_AUTH_TOKEN (clients send 'Authorization: Bearer <token>'), or "
+                "KLINK_OAUTH_ISSUER and KLINK_RESOURCE_URL (OAuth access tokens from your identity provider)."
             )
     if webhooks_port:
         from klink_mcp.http_app import webhooks_configured

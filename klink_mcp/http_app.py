@@ -151,7 +151,9 @@ def build_http_app(mcp: MCPServer[Any], settings: Settings, host: str) -> ASGIAp
     # The approval page sits outside the bearer gate: a person's browser carries no bearer token; the
     # page checks Host itself and every POST needs the page's CSRF cookie (see approval_page.py).
     security = transport_security_for(host, settings.resource_url)
-    app = mount_approval_page(app, mcp, security.allowed_hosts or [], passthrough=(LOGIN_PATH, CALLBACK_PATH))
+    app = mount_approval_page(
+        app, mcp, security.allowed_hosts or [], passthrough=(LOGIN_PATH, CALLBACK_PATH), sign_in=sign_in
+    )
     if settings.log_format == "json":
         ops.configure_json_logging(settings.log_level)
     return ops.RequestContext(app)

@@ -9,12 +9,20 @@ typed create/update tools. When the compiled schemas change, the tools are re-re
 connected client is told (2026-07-28: `subscriptions/listen` ToolsListChanged; handshake era:
 `notifications/tools/list_changed` on each live session).
 
+The shared store (`klink_mcp.store`: PostgreSQL with `KLINK_DATABASE_URL`, else SQLite or memory)
+is opened in the lifespan (`async with store`) and holds the webhook events, the confirmation nonces,
+the approvals and a copy of the audit. Replicas on one PostgreSQL tell each other through it: a
+webhook event stored by one reaches the subscribers of all (`EventHub(..., fanout=store)`), and a
+form-schema change seen by one (`forms` topic) makes the others re-read their forms and, when their
+tools change, tell their own clients; a `tools` note makes every replica tell its clients to re-list.
+
 Nothing runs at import time. With no API token (or `sandbox=True`) requests go to the embedded
 sandbox tenant in-process.
 """
 
 from __future__ import annotations
 
+import contextvars
 import hashlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -45,15 +53,19 @@ from klink_mcp.sdk_adapter import (
     registered_tool_schemas,
     server_info_stamp,
 )
+from klink_mcp.store import MemoryStore, Store, create_store
 from klink_mcp.tools import resources as resources_module
 from klink_mcp.tools.arg_errors import rewrite_argument_error, strict_arguments
 from klink_mcp.tools.registry import register_spec
 from klink_mcp.tools.state import ServerState
 from klink_mcp.webhooks.hub import EventHub
-from klink_mcp.webhooks.store import EventStore
 from klink_mcp.webhooks.surface import register_event_resources
 
 logger = logging.getLogger("klink_mcp.server")
+
+# Set while this replica re-reads its forms because another replica said they changed: the change
+# is then told to this replica's clients but not published again (no echo between replicas).
+_REMOTE_REFRESH: contextvars.ContextVar[bool] = contextvars.ContextVar("klink_remote_refresh", default=False)
 
 MODERN_VERSIONS = frozenset(MODERN_PROTOCOL_VERSIONS)
 
@@ -153,13 +165,15 @@ def build_server(
             toolset in KLINK_TOOLSETS).
     """
     specs = served_specs(settings)
+    stores: list[Store] = [create_store(settings)]  # the store the next lifespan run opens
     audit = AuditLog(settings.audit_log, include_bodies=settings.audit_include_bodies)
-    guard = Guard(settings, audit=audit)
+    guard = Guard(settings, audit=audit, store=stores[0])
     forms = FormRegistry(ttl_s=settings.schema_ttl_s)
     bus = InMemorySubscriptionBus()
     tracker = SessionTracker()
-    hub = EventHub(EventStore.from_settings(settings))
+    hub = EventHub(stores[0].events, fanout=stores[0])
     state = ServerState(settings=settings, guard=guard, forms=forms, hub=hub)
+    started = [False]  # the first form read of a run is not a change to tell other replicas about
 
     @asynccontextmanager
     async def lifespan(_: MCPServer[Any]) -> AsyncIterator[ServerState]:
@@ -174,22 +188,42 @@ def build_server(
             logger.info("no KLINK_API_TOKEN set: serving the embedded sandbox tenant (demo data)")
         effective = settings.model_copy(update={"base_url": url}) if url else settings
         client = KlinkClient.from_settings(effective, transport=http_transport)
-        async with client:
-            state.client_ = client
-            await forms.refresh(client)
-            if not forms.schemas:
-                state.startup_problems.append(forms.problem or "form fields unavailable")
-                await _register_form_tools(mcp, state, {"contact", "ticket"}, fallback=True)
-            try:
-                async with anyio.create_task_group() as tg:
-                    if hub.store.path != ":memory:":
-                        # Events stored by a separately running receiver reach this server's clients too.
-                        tg.start_soon(_follow_events, hub)
-                    yield state
-                    tg.cancel_scope.cancel()
-            finally:
-                state.client_ = None
-                await state.guard.aclose()  # stops the loopback approval page, if it was started
+        store = stores[0]
+        # A closed store cannot reopen: the next run of this server object gets a fresh one (the
+        # same memory database, so in-memory events and approvals outlive a client disconnecting).
+        stores[0] = MemoryStore(store.database) if isinstance(store, MemoryStore) else create_store(settings)
+        guard.use_store(store)
+        hub.use_store(store.events, fanout=store)
+        try:
+            async with store, client:
+                state.client_ = client
+                started[0] = False
+                await forms.refresh(client)
+                started[0] = True
+                if not forms.schemas:
+                    state.startup_problems.append(forms.problem or "form fields unavailable")
+                    await _register_form_tools(mcp, state, {"contact", "ticket"}, fallback=True)
+                try:
+                    async with anyio.create_task_group() as tg:
+                        if hub.store.path != ":memory:":
+                            # Events stored by a separately running receiver (or replica) reach our clients.
+                            tg.start_soon(_follow_events, hub)
+                        tg.start_soon(guard.audit.run_store_sink)
+                        if store.shares_across_processes:
+                            tg.start_soon(_follow_forms, store, state)
+                            tg.start_soon(_follow_tools, store, bus, tracker)
+                        yield state
+                        with anyio.move_on_after(5):  # the last audit records reach the shared store
+                            await guard.audit.flush_to_store()
+                        tg.cancel_scope.cancel()
+                finally:
+                    state.client_ = None
+                    await state.guard.aclose()  # stops the loopback approval page, if it was started
+        finally:
+            # Between runs (and for a receiver serving the hub outside them) the next store answers:
+            # SQLite and memory open on first use.
+            guard.use_store(stores[0])
+            hub.use_store(stores[0].events, fanout=stores[0])
 
     async def compact_argument_errors(ctx: Any, call_next: Callable[[Any], Awaitable[Any]]) -> Any:
         result = await call_next(ctx)
@@ -232,6 +266,12 @@ def build_server(
         await _register_form_tools(mcp, state, kinds, fallback=False)
         await bus.publish(ToolsListChanged())
         await tracker.notify_tools_changed()
+        store = hub.fanout
+        if started[0] and not _REMOTE_REFRESH.get() and store is not None and store.shares_across_processes:
+            try:
+                await store.publish("forms", {"kinds": sorted(kinds)})
+            except Exception as exc:  # the others re-read at their TTL anyway
+                logger.warning("could not tell other replicas the forms changed: %s", type(exc).__name__)
 
     forms.on_change(on_forms_changed)
     mcp.klink_state = state  # type: ignore[attr-defined]  # for tests, benchmarks and the CLI
@@ -282,3 +322,33 @@ async def _follow_events(hub: EventHub) -> None:
         await hub.follow(poll_interval_s=2.0)
     except Exception:  # the events database is optional: never take the server down for it
         logger.warning("not following the events database (see earlier errors)")
+
+
+async def _follow_forms(store: Store, state: ServerState) -> None:
+    """Re-read the forms when another replica says they changed (our clients are told if ours change)."""
+    try:
+        async with store.subscribe("forms") as notes:
+            async for note in notes:
+                client = state.client_
+                if note.origin == store.instance_id or client is None:
+                    continue
+                token = _REMOTE_REFRESH.set(True)
+                try:
+                    await state.forms.refresh(client)
+                finally:
+                    _REMOTE_REFRESH.reset(token)
+    except Exception:  # fan-out is a cue: never take the server down for it
+        logger.warning("not following form changes of other replicas (see earlier errors)")
+
+
+async def _follow_tools(store: Store, bus: InMemorySubscriptionBus, tracker: SessionTracker) -> None:
+    """Tell our clients to re-list the tools when another replica says the tool list changed."""
+    try:
+        async with store.subscribe("tools") as notes:
+            async for note in notes:
+                if note.origin == store.instance_id:
+                    continue
+                await bus.publish(ToolsListChanged())
+                await tracker.notify_tools_changed()
+    except Exception:
+        logger.warning("not following tool-list changes of other replicas (see earlier errors)")

@@ -67,6 +67,7 @@ from klink_mcp.api.errors import (
     Unauthorized,
 )
 from klink_mcp.config import ConfigError
+from klink_mcp.ops import observe_upstream
 
 log = logging.getLogger("klink_mcp.api")
 
@@ -771,6 +772,7 @@ class HttpCore:
         self.stats.attempts += 1
         self.stats.max_attempts_per_call = max(self.stats.max_attempts_per_call, attempt)
         outcome = str(status) if status is not None else type(error).__name__
+        observe_upstream(op.name, status if status is not None else _metric_error(error), attempt)
         # The template, not the filled path: ids can be phone numbers (WhatsApp platform ids).
         log.debug(
             "%s %s -> %s in %.1f ms (attempt %d/%d%s)",
@@ -801,3 +803,9 @@ class HttpCore:
                     operation=op.name,
                 ) from None
         return unwrap(payload, op=op, http_status=status, page=page, page_size=page_size)
+
+
+def _metric_error(error: KlinkError | None) -> str:
+    """The metrics label of a failed attempt without a status: "timeout" or "connect_error"."""
+    name = type(error).__name__.lower()
+    return "timeout" if "timeout" in name else "connect_error"

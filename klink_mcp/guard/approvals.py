@@ -18,21 +18,36 @@ store's job, not the caller's. Records are plain JSON (`ApprovalRecord.model_dum
 newest record still attached to that key, `release(key, id)` detaches it (a decline is reported
 once; the next identical call opens a fresh approval).
 
+`StoreApprovalStore` keeps the records in the shared store (`klink_mcp.store.Store`), so an
+approval decided on one replica's page is consumed, once, by whichever replica the next call lands
+on: decide and consume are the store's compare-and-set statements. The store has no index by key,
+so the ids of one key are a sequence derived from the key under a secret shared by the replicas
+(``id_n = HMAC(secret, key|n)``, unguessable without the secret): `latest(key)` reads ids 0, 1, ...
+until one is missing, and `new_id(key)` is the next one (two replicas racing to create it: one
+gets `ValueError` and re-reads).
+
 This module must not import `mcp`, the tool layer or the K-LINK client, and must not log approval
 ids (an id is the capability to open the page).
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import hmac
 import secrets
 from collections import OrderedDict
-from typing import Any, Literal, Protocol
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import anyio
 from pydantic import BaseModel, ConfigDict, Field
 
 from klink_mcp.guard.canonical import canonical_json
+
+if TYPE_CHECKING:
+    from klink_mcp.store.base import ApprovalRecord as StoredApproval
+    from klink_mcp.store.base import Store
 
 __all__ = [
     "ApprovalRecord",
@@ -40,6 +55,7 @@ __all__ = [
     "ApprovalStore",
     "DecidedBy",
     "InMemoryApprovalStore",
+    "StoreApprovalStore",
     "approval_key",
     "approval_ref",
     "new_approval_id",
@@ -75,6 +91,8 @@ class DecidedBy(BaseModel):
     via: Literal["page", "url_elicitation"]
     client: str | None = None
     user_agent: str | None = Field(default=None, max_length=400)
+    person: str | None = Field(default=None, description="The signed-in person who decided (OAuth), if any.")
+    request_id: str | None = Field(default=None, description="The request id of the decision, if any.")
 
 
 class ApprovalRecord(BaseModel):
@@ -93,6 +111,7 @@ class ApprovalRecord(BaseModel):
     text_field: str | None = Field(default=None, description="Argument holding text sent to a customer.")
     editable: bool = Field(default=False, description="The person may edit text_field before approving.")
     requester: str | None = Field(default=None, description="Authenticated principal that asked, if any.")
+    request_id: str | None = Field(default=None, description="The request id of the call that asked.")
     delivery: Literal["page", "url_elicitation"] = "page"
     created_at: float
     expires_at: float
@@ -116,6 +135,9 @@ class ApprovalStore(Protocol):
     Implementations: `InMemoryApprovalStore` (one process); a SQL store implements each method as one
     statement (see the module docstring).
     """
+
+    async def new_id(self, key: str) -> str:
+        """The id to give the next record of `key`."""
 
     async def create(self, record: ApprovalRecord) -> None:
         """Store a new pending record and attach it to its key (it becomes `latest(key)`).
@@ -177,6 +199,10 @@ class InMemoryApprovalStore:
 
     def __repr__(self) -> str:
         return f"InMemoryApprovalStore(records={len(self._records)})"
+
+    async def new_id(self, key: str) -> str:
+        """See `ApprovalStore.new_id`: a fresh random id."""
+        return new_approval_id()
 
     async def create(self, record: ApprovalRecord) -> None:
         """See `ApprovalStore.create`.
@@ -273,3 +299,172 @@ class InMemoryApprovalStore:
             with anyio.move_on_after(timeout_s):
                 await event.wait()
         return self._records.get(approval_id)
+
+
+_RELEASED = "released"  # body marker of a placeholder that detaches a key's previous record
+_MAX_GENERATIONS = 10_000  # a key re-approved more often than this is refused rather than probed forever
+
+
+def _ts(value: datetime | None) -> float | None:
+    return None if value is None else value.timestamp()
+
+
+class StoreApprovalStore:
+    """`ApprovalStore` over the shared store: single use across replicas (see the module docstring).
+
+    `secret` derives the ids (replicas must share it: `KLINK_GUARD_SECRET`). Transition times come
+    from the database's clock; the `now` arguments are not used.
+    """
+
+    def __init__(self, store: Store, secret: bytes) -> None:
+        self._store = store
+        self._secret = secret
+
+    def __repr__(self) -> str:
+        return f"StoreApprovalStore(store={self._store.kind!r})"
+
+    def use_store(self, store: Store) -> None:
+        """Read and write `store` from now on (a reopened server run)."""
+        self._store = store
+
+    def _id(self, key: str, n: int) -> str:
+        mac = hmac.new(self._secret, f"{key}|{n}".encode(), hashlib.sha256).digest()[:_ID_BYTES]
+        return base64.urlsafe_b64encode(mac).rstrip(b"=").decode("ascii")
+
+    async def _top(self, key: str) -> tuple[int, StoredApproval | None]:
+        """The number of stored ids of `key` and the newest stored record (None when there is none)."""
+        newest: StoredApproval | None = None
+        for n in range(_MAX_GENERATIONS):
+            found = await self._store.get_approval(self._id(key, n))
+            if found is None:
+                return n, newest
+            newest = found
+        raise ValueError("too many approvals for one call")
+
+    @staticmethod
+    def _record(stored: StoredApproval) -> ApprovalRecord | None:
+        body = dict(stored.body)
+        if body.get(_RELEASED):
+            return None
+        extra = stored.extra or {}
+        state: ApprovalState = "expired" if extra.get("superseded") else stored.state
+        if state == "expired" and not extra.get("superseded"):
+            # The store reads a record past its expiry as expired by itself; the guard tells that apart
+            # from one it retired (superseded) to say "the earlier approval expired" once, as the
+            # memory store does. `state_at` still reads it as expired.
+            state = "approved" if stored.decided_at is not None else "pending"
+        decided_by = None
+        if stored.decided_by and not extra.get("superseded"):
+            decided_by = DecidedBy.model_validate(stored.decided_by)
+        body.update(
+            state=state,
+            decided_at=_ts(stored.decided_at),
+            decided_by=decided_by,
+            approved_text=extra.get("approved_text"),
+            removed_invisible=int(extra.get("removed_invisible", 0)),
+            consumed_at=_ts(stored.consumed_at),
+        )
+        return ApprovalRecord.model_validate(body)
+
+    async def new_id(self, key: str) -> str:
+        """See `ApprovalStore.new_id`: the next id of the key's sequence."""
+        count, _ = await self._top(key)
+        return self._id(key, count)
+
+    async def create(self, record: ApprovalRecord) -> None:
+        """See `ApprovalStore.create`.
+
+        Raises:
+            ValueError: a record with this id exists (another replica created it first).
+            StoreError: the store cannot be written.
+        """
+        from klink_mcp.store.base import ApprovalExists
+
+        body = record.model_dump(
+            mode="json",
+            exclude={
+                "state",
+                "decided_at",
+                "decided_by",
+                "approved_text",
+                "removed_invisible",
+                "consumed_at",
+            },
+        )
+        try:
+            await self._store.create_approval(record.id, body, datetime.fromtimestamp(record.expires_at, UTC))
+        except ApprovalExists:
+            raise ValueError("duplicate approval id") from None
+
+    async def get(self, approval_id: str) -> ApprovalRecord | None:
+        """See `ApprovalStore.get`."""
+        stored = await self._store.get_approval(approval_id)
+        return None if stored is None else self._record(stored)
+
+    async def latest(self, key: str) -> ApprovalRecord | None:
+        """See `ApprovalStore.latest`."""
+        _, stored = await self._top(key)
+        return None if stored is None else self._record(stored)
+
+    async def release(self, key: str, approval_id: str) -> None:
+        """See `ApprovalStore.release`: a placeholder after it makes `latest(key)` None."""
+        from klink_mcp.store.base import ApprovalExists
+
+        count, stored = await self._top(key)
+        if stored is None or stored.id != approval_id:
+            return
+        try:
+            await self._store.create_approval(
+                self._id(key, count), {_RELEASED: True}, datetime.now(UTC) + timedelta(seconds=1)
+            )
+        except ApprovalExists:
+            pass  # another replica moved the key on at the same time
+
+    async def decide(
+        self,
+        approval_id: str,
+        *,
+        approve: bool,
+        now: float,
+        decided_by: DecidedBy,
+        approved_text: str | None = None,
+        removed_invisible: int = 0,
+    ) -> ApprovalRecord | None:
+        """See `ApprovalStore.decide` (one compare-and-set in the store)."""
+        extra = {"approved_text": approved_text, "removed_invisible": removed_invisible} if approve else None
+        stored = await self._store.decide_approval(
+            approval_id, approve, decided_by.model_dump(mode="json"), extra
+        )
+        return None if stored is None else self._record(stored)
+
+    async def consume(self, approval_id: str, *, now: float) -> ApprovalRecord | None:
+        """See `ApprovalStore.consume`: exactly one caller on any replica wins."""
+        stored = await self._store.consume_approval(approval_id)
+        return None if stored is None else self._record(stored)
+
+    async def expire(self, approval_id: str, *, now: float, force: bool = False) -> ApprovalRecord | None:
+        """See `ApprovalStore.expire`. The store expires by time itself; `force` retires a pending
+        record (declined, marked superseded) or an approved one (consumed, so it can never run)."""
+        stored = await self._store.get_approval(approval_id)
+        if stored is None:
+            return None
+        if not force:
+            return self._record(stored) if stored.state == "expired" else None
+        if stored.state == "pending":
+            via = stored.body.get("delivery", "page")
+            retired = await self._store.decide_approval(
+                approval_id, False, {"via": via}, {"superseded": True}
+            )
+        elif stored.state == "approved":
+            retired = await self._store.consume_approval(approval_id)
+        else:
+            return None
+        if retired is None:
+            return None
+        record = self._record(retired)
+        return None if record is None else record.model_copy(update={"state": "expired"})
+
+    async def wait_decided(self, approval_id: str, timeout_s: float) -> ApprovalRecord | None:
+        """See `ApprovalStore.wait_decided` (woken by the store's notifications, any replica)."""
+        stored = await self._store.wait_approval(approval_id, timeout_s)
+        return None if stored is None else self._record(stored)

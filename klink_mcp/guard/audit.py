@@ -26,6 +26,14 @@ it (a send has no before-image).
 "client", "user_agent", "principal", "edited", "removed_invisible"}`` - `ref` is a hash of the
 approval id, never the id (the id opens the page).
 
+Every record made during an HTTP request names who asked (`principal`, the authenticated caller, when there is one) and the
+HTTP `request_id`, so an operator can follow one request through the JSON logs and the audit.
+
+Replicas (`attach_store`): records are also appended to the shared store (`Store.append_audit`) by a
+background sink (`run_store_sink`, started by the server lifespan) so `record` stays synchronous and
+never waits on a database; `recent_shared` then answers `klink://audit/recent` from the store, i.e.
+from every replica. The file sink stays as it is.
+
 This module must not import `mcp` and must not raise out of `record` because a disk is full: an
 audit write failure is logged (logger "klink_mcp.guard") and the in-memory record is kept.
 """
@@ -43,12 +51,18 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import anyio
 from pydantic_core import PydanticSerializationError
 
 from klink_mcp.content import sanitize_text
 from klink_mcp.guard.canonical import args_digest, canonical_json
+
+if TYPE_CHECKING:
+    from klink_mcp.store.base import Store
+
+_SINK_BUFFER = 10_000  # records waiting for the shared store; beyond this they are dropped (and logged)
 
 __all__ = ["DECISIONS", "AuditLog", "summarize_args"]
 
@@ -174,9 +188,46 @@ class AuditLog:
         self._ring: deque[dict[str, Any]] = deque(maxlen=ring_size)
         self._clock = clock
         self._lock = threading.Lock()
+        self._store: Store | None = None
+        self._pending: deque[dict[str, Any]] = deque()  # records not yet in the attached store
+        self._wake: anyio.Event | None = None
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
             os.close(self._open_for_append(path))
+
+    def attach_store(self, store: Store) -> None:
+        """Also append every record to `store` (drained by `run_store_sink`)."""
+        self._store = store
+
+    async def flush_to_store(self) -> None:
+        """Append every queued record to the attached store now; a failed append is logged."""
+        while self._pending and self._store is not None:
+            entry = self._pending.popleft()
+            try:
+                await self._store.append_audit(entry)
+            except Exception as exc:  # the file and ring keep the record; the store only misses it
+                logger.error("audit append to the shared store failed: %s", type(exc).__name__)
+
+    async def run_store_sink(self) -> None:
+        """Append queued records to the attached store until cancelled (`flush_to_store` in a loop)."""
+        while True:
+            await self.flush_to_store()
+            self._wake = anyio.Event()
+            if not self._pending:
+                await self._wake.wait()
+
+    async def recent_shared(self, limit: int = 50) -> list[dict[str, Any]]:
+        """The newest records of every replica (from a shared store, PostgreSQL), else `recent(limit)`."""
+        if self._store is None or not self._store.shares_across_processes:
+            return self.recent(limit)
+        if limit <= 0:
+            return []
+        try:
+            rows = await self._store.recent_audit(limit)
+        except Exception as exc:
+            logger.error("audit read from the shared store failed: %s", type(exc).__name__)
+            return self.recent(limit)
+        return [dict(row.record) for row in rows]
 
     def __repr__(self) -> str:
         return f"AuditLog(path={self.path!r}, include_bodies={self.include_bodies!r})"
@@ -193,8 +244,10 @@ class AuditLog:
         error: str | None = None,
         approval: Mapping[str, Any] | None = None,
         change: Mapping[str, Any] | None = None,
+        principal: str | None = None,
+        request_id: str | None = None,
     ) -> dict[str, Any]:
-        """Write one record (file and ring) and return it.
+        """Write one record (file, ring and the attached store) and return it.
 
         `change`: the before -> after of what an executed write changed, `{field: {"before": ...,
         "after": ...}}`, kept in full (sanitized, not summarised) so a mistake can be undone by hand.
@@ -218,6 +271,11 @@ class AuditLog:
             "upstream_status": upstream_status,
             "error": None if error is None else sanitize_text(error, max_len=_MAX_ERROR_CHARS),
         }
+        # Present whenever known (HTTP); stdio records have neither, and keep their old shape.
+        if principal is not None:
+            entry["principal"] = sanitize_text(principal, max_len=_MAX_PLAIN_CHARS)
+        if request_id is not None:
+            entry["request_id"] = sanitize_text(request_id, max_len=_MAX_PLAIN_CHARS)
         if approval is not None:
             entry["approval"] = {
                 str(k): sanitize_text(v, max_len=_MAX_PLAIN_CHARS) if isinstance(v, str) else v
@@ -230,6 +288,13 @@ class AuditLog:
             self._ring.append(entry)
             if self.path is not None:
                 self._append(line)
+        if self._store is not None:
+            if len(self._pending) >= _SINK_BUFFER:
+                logger.error("audit records are not reaching the shared store fast enough; one was dropped")
+            else:
+                self._pending.append(dict(entry))
+                if self._wake is not None:
+                    self._wake.set()
         return entry
 
     def _append(self, line: str) -> None:

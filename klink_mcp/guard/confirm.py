@@ -46,7 +46,7 @@ import re
 import time
 import webbrowser
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
 from mcp import MCPError
@@ -63,6 +63,7 @@ from mcp.types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import BaseModel, Field, ValidationError
 
 from klink_mcp.approval_page import APPROVAL_PATH, ApprovalPage, LoopbackApprovalServer
+from klink_mcp.auth.principal import current_principal
 from klink_mcp.config import ConfigError, Settings
 from klink_mcp.content import clean_outgoing_text
 from klink_mcp.guard.approvals import (
@@ -70,9 +71,9 @@ from klink_mcp.guard.approvals import (
     ApprovalStore,
     DecidedBy,
     InMemoryApprovalStore,
+    StoreApprovalStore,
     approval_key,
     approval_ref,
-    new_approval_id,
 )
 from klink_mcp.guard.audit import AuditLog
 from klink_mcp.guard.canonical import args_digest, normalize_args
@@ -84,6 +85,10 @@ from klink_mcp.guard.policy import (
 )
 from klink_mcp.guard.preview import Preview, preview_digest, render_preview_text
 from klink_mcp.guard.tokens import ConfirmationTokens, RejectReason, TokenRejected
+from klink_mcp.ops import current_request_id, observe_approval
+
+if TYPE_CHECKING:
+    from klink_mcp.store.base import Store
 
 __all__ = [
     "CONFIRMATION_PARAM_DESCRIPTION",
@@ -202,17 +207,16 @@ def _binding(preview: Preview) -> str:
     return f"preview:{preview_digest(preview)}"
 
 
-def _principal(ctx: Context[Any, Any]) -> str | None:
-    """The authenticated principal of this request (HTTP with OAuth), or None (stdio, bearer, none)."""
-    try:
-        from mcp.server.auth.middleware.auth_context import get_access_token
+def _principal(ctx: Context[Any, Any] | None) -> str | None:
+    """The person behind this request (the OAuth subject), or None (stdio, the shared static token).
 
-        token = get_access_token()
-    except Exception:  # no auth context in this transport
+    The static bearer token is shared by everyone holding it, so it names no person: four-eyes then
+    treats the requester as unknown.
+    """
+    principal = current_principal()
+    if principal is None or principal.kind != "oauth":
         return None
-    if token is None:
-        return None
-    return f"{token.client_id}:{token.subject}" if token.subject else token.client_id
+    return principal.subject
 
 
 def _http_base(ctx: Context[Any, Any]) -> str | None:
@@ -324,8 +328,11 @@ class Guard:
         clock: Callable[[], float] = time.time,
         approvals: ApprovalStore | None = None,
         on_approval_link: Callable[[ApprovalRecord, str], Awaitable[None]] | None = None,
+        store: Store | None = None,
     ) -> None:
-        """
+        """`store`: the shared store (replicas): token nonces, approvals and audit records go there,
+        so single use holds across every replica on the same database.
+
         Raises:
             ConfigError: `KLINK_CONFIRM_TOOLS` names an unknown or read-only tool, or
                 `KLINK_GUARD_SECRET` is shorter than 32 bytes.
@@ -338,7 +345,9 @@ class Guard:
                 settings.guard_secret.get_secret_value().encode("utf-8") if settings.guard_secret else None
             )
             try:
-                tokens = ConfirmationTokens(secret, ttl_s=settings.confirmation_ttl_s, clock=clock)
+                tokens = ConfirmationTokens(
+                    secret, ttl_s=settings.confirmation_ttl_s, clock=clock, nonces=store
+                )
             except ValueError as exc:
                 raise ConfigError(f"KLINK_GUARD_SECRET: {exc}") from None
         self.tokens = tokens
@@ -349,8 +358,23 @@ class Guard:
             else AuditLog(settings.audit_log, settings.audit_include_bodies, clock=clock)
         )
         self._clock = clock
-        self.approvals: ApprovalStore = approvals if approvals is not None else InMemoryApprovalStore()
-        self.page = ApprovalPage(self.approvals, on_decided=self._page_decided, clock=clock)
+        if store is not None:
+            self.audit.attach_store(store)
+        if approvals is None:
+            approvals = (
+                StoreApprovalStore(store, tokens.subkey("approval-ids"))
+                if store is not None
+                else InMemoryApprovalStore()
+            )
+        self.approvals: ApprovalStore = approvals
+        self.page = ApprovalPage(
+            self.approvals,
+            on_decided=self._page_decided,
+            clock=clock,
+            settings=settings,
+            # Shared by replicas with the same KLINK_GUARD_SECRET: GET on one, POST on another.
+            csrf_key=tokens.subkey("approval-page-csrf") if settings.guard_secret is not None else None,
+        )
         self.loopback = LoopbackApprovalServer(self.page, settings.approval_port)
         self.page_mounted = False  # set by approval_page.mount_approval_page (serve --http)
         # Called with every new page approval and its link (the person's channel: a desktop browser,
@@ -361,6 +385,17 @@ class Guard:
                 "KLINK_CONFIRM=off: destructive tools (%s) run WITHOUT asking the user",
                 ", ".join(sorted(self.guarded)),
             )
+
+    def use_store(self, store: Store) -> None:
+        """Record nonces, approvals and audit in `store` from now on (the server lifespan opens it).
+
+        Keeps an approval store given to the constructor unless it was the store-backed default.
+        """
+        self.tokens.use_ledger(store)
+        self._state_tokens.use_ledger(store)
+        self.audit.attach_store(store)
+        if isinstance(self.approvals, StoreApprovalStore):
+            self.approvals.use_store(store)
 
     def __repr__(self) -> str:
         return f"Guard(confirm={self.settings.confirm!r}, guarded={sorted(self.guarded)!r})"
@@ -403,6 +438,8 @@ class Guard:
             upstream_status=None,
             error=error,
             approval=None if approval is None else _approval_facts(approval),
+            principal=_principal(None),
+            request_id=current_request_id(),
         )
 
     def record_outcome(
@@ -429,6 +466,8 @@ class Guard:
             upstream_status=upstream_status,
             error=error,
             change=change,
+            principal=_principal(None),
+            request_id=current_request_id(),
         )
 
     # -- the entry point -----------------------------------------------------------------------
@@ -505,6 +544,8 @@ class Guard:
 
     def _refuse_token(self, tool: str, args: Mapping[str, Any], reason: RejectReason) -> GuardRefusal:
         self._record(tool, f"refused:{reason}", args, "token")
+        if reason in ("replayed", "expired"):
+            observe_approval(reason)
         return GuardRefusal(
             "confirmation_rejected", _reject_message(reason, tool, self.tokens.ttl_s), reason=reason
         )
@@ -530,7 +571,7 @@ class Guard:
             raise self._refuse_token(tool, args, exc.reason) from None
         preview = await self._load(load_preview)
         try:
-            self.tokens.verify_and_consume(token, tool, args, _binding(preview))
+            await self.tokens.consume(token, tool, args, _binding(preview))
         except TokenRejected as exc:
             if exc.reason == "target_changed":
                 self._record(tool, "refused:target_changed", args, "token")
@@ -662,7 +703,7 @@ class Guard:
         if token is None:
             raise self._refuse_state(tool, args, "malformed")
         try:
-            self._state_tokens.verify_and_consume(token, tool, args, preview_digest(preview))
+            await self._state_tokens.consume(token, tool, args, preview_digest(preview))
         except TokenRejected as exc:
             if exc.reason == "target_changed":
                 self._record(tool, "refused:target_changed", args, "elicitation")
@@ -747,7 +788,7 @@ class Guard:
                 return record, "declined", False
         name = text_field or DISPLAY_TEXT_FIELDS.get(tool)
         fresh = ApprovalRecord(
-            id=new_approval_id(),
+            id=await self.approvals.new_id(key),
             key=key,
             tool=tool,
             args=normalize_args(args),
@@ -758,12 +799,21 @@ class Guard:
             text_field=name if name is not None and isinstance(args.get(name), str) else None,
             editable=text_field is not None,
             requester=_principal(ctx),
+            request_id=current_request_id(),
             delivery=delivery,
             created_at=now,
             expires_at=now + self.settings.approval_ttl_s,
         )
-        await self.approvals.create(fresh)
+        try:
+            await self.approvals.create(fresh)
+        except ValueError:
+            # Another replica opened the approval for this same call a moment ago: use that one.
+            raced = await self.approvals.latest(key)
+            if raced is not None and raced.state_at(now) == "pending" and raced.binding == binding:
+                return raced, reason, False
+            raise
         self._record(tool, "confirmation_required", args, delivery, approval=fresh)
+        observe_approval("requested")
         return fresh, reason, True
 
     @staticmethod
@@ -968,6 +1018,7 @@ def _approval_facts(record: ApprovalRecord) -> dict[str, Any]:
         "client": decided.client if decided is not None else None,
         "user_agent": decided.user_agent if decided is not None else None,
         "principal": record.requester,
+        "approver": decided.person if decided is not None else None,
         "edited": record.approved_text is not None
         and record.text_field is not None
         and record.approved_text != clean_outgoing_text(str(record.args.get(record.text_field, ""))).text,

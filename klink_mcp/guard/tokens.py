@@ -9,9 +9,11 @@ payload bytes under a key derived from the secret and the token's purpose, so a 
 purpose (say the 2026 elicitation state) is never valid for another.
 
 The secret is random per process unless one is given (`KLINK_GUARD_SECRET`, for replicas that must
-accept each other's tokens). Consumed nonces are remembered per process until their token expires,
-so with several replicas a token could be replayed once on each; give replicas sticky sessions or
-use elicitation when that matters.
+accept each other's tokens). Single use is decided by a `NonceLedger`: the server passes its shared
+store (`klink_mcp.store.Store.consume_nonce`, one insert on a unique key), so with several replicas
+on one database a token is accepted once in all (`consume`). Without a ledger a `LocalNonces`
+(this process only) answers, which is right for one process and for the synchronous
+`verify_and_consume`.
 
 This module must not import `mcp`, log token text, or put the secret into any error, repr or
 token (a MAC does not reveal its key).
@@ -30,14 +32,17 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal, get_args
+from datetime import UTC, datetime
+from typing import Any, Literal, Protocol, get_args
 
 from klink_mcp.guard.canonical import args_digest, canonical_json
 
 __all__ = [
     "MAX_TTL_S",
     "ConfirmationTokens",
+    "LocalNonces",
     "Minted",
+    "NonceLedger",
     "RejectReason",
     "TokenRejected",
 ]
@@ -72,6 +77,53 @@ class Minted:
         return f"Minted(token='<{len(self.token)} chars>', expires_at={self.expires_at!r})"
 
 
+class NonceLedger(Protocol):
+    """Where used nonces are recorded; `klink_mcp.store.Store` is one (shared by the replicas)."""
+
+    async def consume_nonce(self, nonce: str, expires_at: datetime) -> bool:
+        """True for the one caller that used `nonce` first (False: already used, or expired).
+
+        Raises:
+            StoreError: the ledger cannot be written (the token is then not accepted).
+        """
+        ...
+
+
+class LocalNonces:
+    """A `NonceLedger` in this process: nonces kept until their token expires (a heap prunes them)."""
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self._clock = clock
+        self.consumed: dict[str, float] = {}  # nonce -> expiry; kept until the token could no longer verify
+        self._expiries: list[tuple[float, str]] = []  # heap of (expiry, nonce): pruning costs O(log n)
+        self._lock = threading.Lock()
+
+    def _prune(self, now: float) -> None:
+        while self._expiries and self._expiries[0][0] <= now:
+            _, nonce = heapq.heappop(self._expiries)
+            self.consumed.pop(nonce, None)
+
+    def seen(self, nonce: str) -> bool:
+        """Whether `nonce` was used (and its token has not expired yet)."""
+        with self._lock:
+            self._prune(self._clock())
+            return nonce in self.consumed
+
+    def take(self, nonce: str, expiry: float) -> bool:
+        """Record `nonce` as used until `expiry`; False when it already was."""
+        with self._lock:
+            self._prune(self._clock())
+            if nonce in self.consumed:
+                return False
+            self.consumed[nonce] = expiry
+            heapq.heappush(self._expiries, (expiry, nonce))
+            return True
+
+    async def consume_nonce(self, nonce: str, expires_at: datetime) -> bool:
+        """See `NonceLedger.consume_nonce`."""
+        return self.take(nonce, expires_at.timestamp())
+
+
 def _b64encode(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
@@ -93,8 +145,10 @@ class ConfirmationTokens:
         clock: Callable[[], float] = time.time,
         *,
         purpose: str = "confirmation",
+        nonces: NonceLedger | None = None,
     ) -> None:
-        """
+        """`nonces`: the ledger `consume` records used nonces in (a shared store for replicas).
+
         Raises:
             ValueError: `secret` is shorter than 32 bytes, or `ttl_s` is not positive.
         """
@@ -107,9 +161,8 @@ class ConfirmationTokens:
         self._key = hmac.new(self._root, f"klink-mcp/{purpose}/v{_VERSION}".encode(), hashlib.sha256).digest()
         self.ttl_s = min(float(ttl_s), MAX_TTL_S)
         self._clock = clock
-        self._consumed: dict[str, float] = {}  # nonce -> expiry; kept until the token could no longer verify
-        self._expiries: list[tuple[float, str]] = []  # heap of (expiry, nonce): pruning costs O(log n)
-        self._lock = threading.Lock()
+        self._local = LocalNonces(clock)
+        self._ledger: NonceLedger = nonces if nonces is not None else self._local
 
     def __repr__(self) -> str:
         return f"ConfirmationTokens(purpose={self._purpose!r}, ttl_s={self.ttl_s!r})"
@@ -121,8 +174,24 @@ class ConfirmationTokens:
             ValueError: `ttl_s` is not positive.
         """
         return ConfirmationTokens(
-            self._root, ttl_s=self.ttl_s if ttl_s is None else ttl_s, clock=self._clock, purpose=purpose
+            self._root,
+            ttl_s=self.ttl_s if ttl_s is None else ttl_s,
+            clock=self._clock,
+            purpose=purpose,
+            nonces=None if self._ledger is self._local else self._ledger,
         )
+
+    def use_ledger(self, nonces: NonceLedger) -> None:
+        """Record used nonces in `nonces` from now on (the server's shared store)."""
+        self._ledger = nonces
+
+    @property
+    def _consumed(self) -> dict[str, float]:
+        return self._local.consumed
+
+    def subkey(self, purpose: str) -> bytes:
+        """A key derived from the secret for another use (e.g. approval ids shared by replicas)."""
+        return hmac.new(self._root, f"klink-mcp/{purpose}/key".encode(), hashlib.sha256).digest()
 
     def _mac(self, payload: bytes) -> bytes:
         return hmac.new(self._key, payload, hashlib.sha256).digest()
@@ -179,11 +248,6 @@ class ConfirmationTokens:
             raise TokenRejected("malformed")
         return claims
 
-    def _prune(self, now: float) -> None:
-        while self._expiries and self._expiries[0][0] <= now:
-            _, nonce = heapq.heappop(self._expiries)
-            self._consumed.pop(nonce, None)
-
     def check(self, token: str, tool: str, args: Mapping[str, Any]) -> None:
         """Every check that needs no knowledge of the target, without consuming anything.
 
@@ -195,8 +259,7 @@ class ConfirmationTokens:
                 "expired" or "replayed".
         """
         claims = self._verify_claims(token, tool, args)
-        with self._lock:
-            self._check_fresh(claims)
+        self._check_fresh(claims)
 
     def verify_and_consume(
         self, token: str, tool: str, args: Mapping[str, Any], current_target_version: str | None
@@ -212,13 +275,35 @@ class ConfirmationTokens:
                 "expired", "replayed" or "target_changed".
         """
         claims = self._verify_claims(token, tool, args)
-        with self._lock:
-            self._check_fresh(claims)
-            if claims["tv"] != current_target_version:
-                raise TokenRejected("target_changed")
-            expiry = float(claims["exp"])
-            self._consumed[claims["nonce"]] = expiry
-            heapq.heappush(self._expiries, (expiry, claims["nonce"]))
+        self._check_fresh(claims)
+        if claims["tv"] != current_target_version:
+            raise TokenRejected("target_changed")
+        if not self._local.take(claims["nonce"], float(claims["exp"])):
+            raise TokenRejected("replayed")
+
+    async def consume(
+        self, token: str, tool: str, args: Mapping[str, Any], current_target_version: str | None
+    ) -> None:
+        """`verify_and_consume` through the ledger: single use across every replica sharing it.
+
+        The ledger decides in one write (a unique key), so of two replicas racing with the same token
+        exactly one succeeds; a refused check consumes nothing.
+
+        Raises:
+            TokenRejected: as `verify_and_consume`.
+            StoreError: the ledger cannot be written (nothing runs).
+        """
+        claims = self._verify_claims(token, tool, args)
+        self._check_fresh(claims)
+        if claims["tv"] != current_target_version:
+            raise TokenRejected("target_changed")
+        expires_at = datetime.fromtimestamp(float(claims["exp"]), UTC)
+        if not await self._ledger.consume_nonce(str(claims["nonce"]), expires_at):
+            # Refused by the ledger: used already, or (clock skew between replicas) already expired.
+            raise TokenRejected("replayed" if self._clock() < float(claims["exp"]) else "expired")
+        if self._ledger is not self._local:
+            # Remembered here too, so `check` refuses a replay on this replica before any upstream read.
+            self._local.take(str(claims["nonce"]), float(claims["exp"]))
 
     def _verify_claims(self, token: str, tool: str, args: Mapping[str, Any]) -> dict[str, Any]:
         claims = self._decode(token)
@@ -229,9 +314,7 @@ class ConfirmationTokens:
         return claims
 
     def _check_fresh(self, claims: Mapping[str, Any]) -> None:
-        now = self._clock()
-        self._prune(now)
-        if now >= claims["exp"]:
+        if self._clock() >= claims["exp"]:
             raise TokenRejected("expired")
-        if claims["nonce"] in self._consumed:
+        if self._local.seen(claims["nonce"]):
             raise TokenRejected("replayed")

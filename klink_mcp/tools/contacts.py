@@ -55,7 +55,7 @@ class CreateContactOutcome(WriteOutcome):
     """`duplicate_found`: nothing was created; `contact` is the existing contact with the same email
     or phone, and `next_step` says how to proceed."""
 
-    status: Literal["done", "confirmation_required", "cancelled", "duplicate_found"]  # type: ignore[assignment]
+    status: Literal["done", "approval_required", "confirmation_required", "cancelled", "duplicate_found"]  # type: ignore[assignment]
     contact: ContactDetail | None = None
 
 

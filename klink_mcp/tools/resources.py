@@ -111,7 +111,7 @@ def register(mcp: MCPServer[Any], state: ServerState) -> None:
         mime_type="application/json",
     )
     async def audit_resource() -> str:
-        return _json(state.guard.audit.recent(100))
+        return _json(await state.guard.audit.recent_shared(100))
 
     @mcp.completion()  # type: ignore[untyped-decorator, no-untyped-call]
     async def complete(

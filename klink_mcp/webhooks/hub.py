@@ -64,6 +64,17 @@ class EventHub:
         """The underlying store (for queries)."""
         return self._store
 
+    @property
+    def fanout(self) -> Store | None:
+        """The shared store notifications go through, if any."""
+        return self._fanout
+
+    def use_store(self, store: EventLog, *, fanout: Store | None = None) -> None:
+        """Switch to another store (the server opens a fresh one per run); the follow cursor restarts."""
+        self._store = store
+        self._fanout = fanout
+        self._follow_cursor = None
+
     def subscribe(self, callback: Subscriber) -> Callable[[], None]:
         """Call `await callback(event)` for every new event; returns an idempotent unsubscribe function."""
         token = object()

@@ -61,9 +61,22 @@ def cluster(
     """
     need_haproxy()
     root = tmp_path_factory.mktemp("team")
-    # The state tests drive the two-step token across replicas: opt-in since the approval page (issue 10).
-    token_flow = {"KLINK_CONFIRM": "token"}
-    with running_cluster(3, root=root, database_url=shared_database_url, extra_env=token_flow) as started:
+    with running_cluster(
+        3,
+        root=root,
+        database_url=shared_database_url,
+        health_path="/readyz",  # ready = the store and K-LINK answer (public, no bearer)
+        extra_env={"KLINK_CONFIRM": "token"},  # the two-step token flow; the page flow has its own cluster
+    ) as started:
+        yield started
+
+
+@pytest.fixture(scope="session")
+def page_cluster(tmp_path_factory: pytest.TempPathFactory, team_database_url: str) -> Iterator[TeamCluster]:
+    """Three replicas on the shared store in the default confirmation mode: the approval page."""
+    need_haproxy()
+    root = tmp_path_factory.mktemp("team-page")
+    with running_cluster(3, root=root, database_url=team_database_url, health_path="/readyz") as started:
         yield started
 
 

@@ -108,8 +108,8 @@ async def test_a_replay_on_the_replica_that_used_the_token_is_refused(cluster: T
 # -- the known bug, asserted the correct way --------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="single use is per process until the shared store is wired (issue 13)")
-async def test_a_confirmation_token_is_used_once_across_all_replicas(cluster: TeamCluster) -> None:
+async def test_a_confirmation_token_is_used_once_across_all_replicas(store_cluster: TeamCluster) -> None:
+    cluster = store_cluster
     args, text = _message_args(await _a_contact(cluster))
     token = await _mint(cluster, _replica_url(cluster, 0), args)
     outcomes = [
@@ -117,7 +117,6 @@ async def test_a_confirmation_token_is_used_once_across_all_replicas(cluster: Te
         for index in range(len(cluster.replicas))
     ]
     sends = await _sends(cluster, text)
-    # Today: every replica accepts it once, so the customer gets the message three times.
     assert sends == 1, f"one approval sent the message {sends} times"
     assert sum(_done(o) for o in outcomes) == 1
     assert all(_refused_as_replay(o) for o in outcomes if not _done(o))
