@@ -220,7 +220,27 @@ async def for_contact(state: ServerState, contact_id: str, action: str, body: di
     )
 
 
-async def for_ticket(state: ServerState, ticket_id: str, action: str, body: dict[str, Any]) -> Preview:
+def ticket_tag_edit(current: list[str], add: list[str], remove: list[str]) -> tuple[list[str], list[str]]:
+    """(removed, after) of taking `remove` off a ticket holding `current`, then adding `add`.
+
+    Names are compared as the tenant compares them (case-insensitively), keeping the record's spelling.
+    """
+    removed, kept = tag_effect(current, "REMOVE", remove)
+    _, after = tag_effect(kept, "MERGE", add)
+    return removed, after
+
+
+async def for_ticket(
+    state: ServerState,
+    ticket_id: str,
+    action: str,
+    body: dict[str, Any],
+    current_tags: list[str] | None = None,
+) -> Preview:
+    """The preview of a ticket update. `current_tags`, when given, are the tags the ticket holds now
+    (read fresh from the listing by the caller): the preview then states them, every tag `tags_remove`
+    takes off and the tags after, so the approval binds the tag list it was given for.
+    """
     details: dict[str, str | int] = {}
     if "status" in body:
         closing = str(body["status"]).strip().lower() in closing_statuses(state.settings)
@@ -233,7 +253,14 @@ async def for_ticket(state: ServerState, ticket_id: str, action: str, body: dict
         # K-LINK cannot read one ticket by id, so the tags it holds now are not listed here.
         details["tags_after"] = _names(list(body["tags"]))
         details["tags_removed"] = "every current tag not in tags_after"
-    if "tags_remove" in body:
+    if current_tags is not None and ("tags_add" in body or "tags_remove" in body):
+        removed, after = ticket_tag_edit(
+            current_tags, list(body.get("tags_add", [])), list(body.get("tags_remove", []))
+        )
+        details["tags_before"] = _names(sorted(current_tags, key=_key))
+        details["tags_removed"] = _names(removed)
+        details["tags_after"] = _names(after)
+    elif "tags_remove" in body:
         details["tags_removed"] = _names(list(body["tags_remove"]))
     details |= _field_details({k: v for k, v in body.items() if not k.startswith("tags")}, None)
     return Preview(

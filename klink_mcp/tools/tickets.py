@@ -25,6 +25,7 @@ from klink_mcp.api.models import Ticket
 from klink_mcp.content import UNTRUSTED_NOTE
 from klink_mcp.forms import FormSchema
 from klink_mcp.guard.policy import Risk, ToolPolicy, status_change_risk, update_effect_risk
+from klink_mcp.guard.preview import Preview
 from klink_mcp.tools import previews
 from klink_mcp.tools.errors import ToolFailure
 from klink_mcp.tools.filtering import FilteredList, Scanned, honest_page
@@ -264,9 +265,9 @@ _SNAKE = {"assigneeId": "assignee_id", "customFields": "custom_fields"}
 # -- compiled from the tenant's ticket form ----------------------------------------------------------
 
 
-def _ticket_tags_param(description: str) -> inspect.Parameter:
+def _ticket_tags_param(description: str, name: str = "tags") -> inspect.Parameter:
     return kw(
-        "tags",
+        name,
         Annotated[
             list[Annotated[str, Field(min_length=1, max_length=256)]] | None,
             Field(max_length=50, description=description),
@@ -278,8 +279,49 @@ def _ticket_tags_param(description: str) -> inspect.Parameter:
 _TAGS_SET = "Tag NAMES (list_tags shows them) to set on the ticket."
 _TAGS_REPLACE = (
     "Tag NAMES (list_tags shows them): REPLACES every tag of the ticket (tags not listed are removed; "
-    "[] removes all), so it needs the user's approval."
+    "[] removes all), so it needs the user's approval. Not with tags_add/tags_remove."
 )
+_TAGS_ADD = "Tag NAMES (list_tags shows them) to ADD to the ticket's tags; its other tags are kept."
+_TAGS_REMOVE = (
+    "Tag NAMES (list_tags shows them) to REMOVE from the ticket's tags (the others are kept); "
+    "removing needs the user's approval."
+)
+
+
+async def find_ticket_by_id(state: ServerState, ticket_id: str) -> Ticket:
+    """The ticket with this id, from the listing (K-LINK has no single-ticket read).
+
+    Reads the listing page by page, up to MAX_SCAN_PAGES, and stops at the first match.
+
+    Raises:
+        ToolFailure: not_found, when no ticket has this id within the pages read.
+        KlinkError: a K-LINK call failed.
+    """
+    number = 1
+    while True:
+        page = await state.client.list_tickets(page=number, page_size=100)
+        match = next((t for t in page.items if t.id == ticket_id), None)
+        if match is not None:
+            return match
+        if not page.has_more or number >= MAX_SCAN_PAGES:
+            break
+        number += 1
+    scope = (
+        "in the whole ticket listing"
+        if not page.has_more
+        else f"in the first {number} pages of the ticket listing (the scan stops there)"
+    )
+    raise ToolFailure(
+        ErrorCode.NOT_FOUND,
+        f"ticket_id: no ticket {json.dumps(ticket_id)} {scope}; tags_add/tags_remove need its current "
+        "tags. list_tickets or get_ticket_by_number show ticket ids.",
+        fields=["ticket_id"],
+    )
+
+
+def _tag_names(ticket: Ticket) -> list[str]:
+    # As K-LINK holds them: the edit is computed on what the tenant compares.
+    return [t.name for t in ticket.tags if t.name]
 
 
 async def _tag_ids(state: ServerState, names: list[str]) -> dict[str, str]:
@@ -351,6 +393,8 @@ def update_ticket_parameters(schema: FormSchema, guarded: bool) -> list[inspect.
         ),
         *custom_fields_param(schema, for_update=True, kind="ticket"),
         _ticket_tags_param(_TAGS_REPLACE),
+        _ticket_tags_param(_TAGS_ADD, "tags_add"),
+        _ticket_tags_param(_TAGS_REMOVE, "tags_remove"),
         *_token_params(guarded),
     ]
     params.sort(key=lambda p: p.default is not p.empty)
@@ -409,17 +453,63 @@ async def update_ticket(
     # The guard and the preview see tag NAMES (what the tickets show); the wire takes their ids.
     args: dict[str, Any] = dict(body)
     wire = dict(body)
+    add_arg, remove_arg = kwargs.get("tags_add"), kwargs.get("tags_remove")
+    if kwargs.get("tags") is not None and (add_arg is not None or remove_arg is not None):
+        raise ToolFailure(
+            ErrorCode.VALIDATION,
+            "tags replaces every tag; tags_add/tags_remove edit the current ones: give one or the other.",
+            fields=["tags", "tags_add", "tags_remove"],
+        )
     if kwargs.get("tags") is not None:
         # Present, even empty: a ticket update with tags replaces every tag (the policy asks).
         ids = await _tag_ids(state, _clean_names(kwargs["tags"]))
         args["tags"], wire["tags"] = list(ids), list(ids.values())
-    if not wire:
+    # tags_add / tags_remove: read-modify-write, since a ticket update with tags replaces them all.
+    add_ids = await _tag_ids(state, _clean_names(add_arg)) if add_arg else {}
+    remove_ids = await _tag_ids(state, _clean_names(remove_arg)) if remove_arg else {}
+    if both := sorted(set(add_ids.values()) & set(remove_ids.values())):
+        names = [n for n, i in add_ids.items() if i in both]
+        raise ToolFailure(
+            ErrorCode.VALIDATION,
+            f"tags_add and tags_remove both name {', '.join(json.dumps(n) for n in names)}: "
+            "say whether to add or to remove it.",
+            fields=["tags_add", "tags_remove"],
+        )
+    editing = bool(add_ids or remove_ids)
+    if add_ids:
+        args["tags_add"] = list(add_ids)
+    if remove_ids:
+        args["tags_remove"] = list(remove_ids)
+    if not wire and not editing:
         raise ToolFailure(ErrorCode.VALIDATION, "Nothing to update: give at least one field to change.")
+    # The ticket's tags as last read (the scan now, the preview's fresh read if one is shown): the
+    # written list is computed from the read the approval bound, never from an older one.
+    seen: dict[str, Ticket] = {}
+    if editing:
+        seen["ticket"] = await find_ticket_by_id(state, ticket_id)
+
+    def edited_wire() -> tuple[dict[str, Any], list[str]]:
+        before = seen["ticket"]
+        _, after = previews.ticket_tag_edit(_tag_names(before), list(add_ids), list(remove_ids))
+        known = {(t.name or "").strip().lower(): t.id for t in before.tags if t.name and t.id}
+        known |= {n.strip().lower(): i for n, i in add_ids.items()}
+        missing = [n for n in after if n.strip().lower() not in known]
+        if missing:  # a held tag the listing gave without its id: never drop it silently
+            raise ToolFailure(
+                ErrorCode.UPSTREAM_UNEXPECTED,
+                f"The ticket's tag(s) {', '.join(json.dumps(n) for n in missing)} came without an id; "
+                "nothing was written. Use tags (replace) with the full list instead.",
+            )
+        return {**wire, "tags": [known[n.strip().lower()] for n in after]}, _tag_names(before)
 
     async def execute() -> TicketDetail:
-        after = await state.client.update_ticket(ticket_id, wire)
-        # K-LINK cannot read one ticket by id: the before-image is not known, the after is.
+        body_out, before_tags = edited_wire() if editing else (wire, None)
+        after = await state.client.update_ticket(ticket_id, body_out)
+        # K-LINK cannot read one ticket by id: the before-image is not known (tags edited by
+        # tags_add/tags_remove excepted: the scan read them), the after is.
         for key in args:
+            if key in ("tags_add", "tags_remove"):
+                continue
             if key == "tags":
                 value: Any = [t.name for t in after.tags]
             elif key == "customFields":
@@ -427,7 +517,17 @@ async def update_ticket(
             else:
                 value = getattr(after, _SNAKE.get(key, key), None)
             changes[key] = {"before": None, "after": value if value is not None else args[key]}
+        if before_tags is not None:
+            changes["tags"] = {"before": before_tags, "after": [t.name for t in after.tags]}
         return ticket_detail(after)
+
+    async def load_preview() -> Preview:
+        if not editing:
+            return await previews.for_ticket(state, ticket_id, "Update ticket", args)
+        seen["ticket"] = await find_ticket_by_id(state, ticket_id)  # fresh: the approval binds it
+        return await previews.for_ticket(
+            state, ticket_id, "Update ticket", args, current_tags=_tag_names(seen["ticket"])
+        )
 
     changes: dict[str, Any] = {}
     ran = await run_guarded(
@@ -436,7 +536,7 @@ async def update_ticket(
         tool="update_ticket",
         args={"ticket_id": ticket_id, **args},
         confirmation_token=token,
-        load_preview=lambda: previews.for_ticket(state, ticket_id, "Update ticket", args),
+        load_preview=load_preview,
         execute=execute,
         target_ids={"ticket_id": ticket_id},
         change=lambda _: changes,
@@ -541,15 +641,16 @@ GET_TICKET_FORM_FIELDS = ToolSpec(
 UPDATE_TICKET = ToolSpec(
     name="update_ticket",
     title="Update a ticket",
-    description="Change a ticket's fields (only those you pass). Tags are NAMES and replace every tag. "
-    "Clearing a field or replacing the tags needs the user's approval; other changes run directly "
+    description="Change a ticket's fields (only those you pass). Tags are NAMES: tags replaces every tag, "
+    "tags_add adds some, tags_remove removes some (the others are kept). Clearing a field, replacing "
+    "or removing tags needs the user's approval; other changes run directly "
     "and are recorded in the audit log. To change its status use update_ticket_status.",
     toolset="tickets",
     effects=ToolPolicy(
         _D,
         idempotent=True,
         risk_for_args=update_effect_risk,
-        guarded_when="When it clears a field or replaces the tags (or, with KLINK_CONFIRM_OVERWRITES, "
+        guarded_when="When it clears a field, replaces or removes tags (or, with KLINK_CONFIRM_OVERWRITES, "
         "changes any field),",
     ),
     output=TicketOutcome,
