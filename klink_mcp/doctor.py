@@ -29,9 +29,13 @@ from klink_mcp.api import errors as api_errors
 from klink_mcp.api.auth import describe_scheme
 from klink_mcp.api.catalog import Catalog
 from klink_mcp.api.client import KlinkClient
-from klink_mcp.approval_page import APPROVAL_PATH
 from klink_mcp.config import ConfigError, Settings
 from klink_mcp.toolsets import TOOLSET_NAMES
+
+# Where the approval page is served (klink_mcp.approval_page.APPROVAL_PATH; a test keeps them equal).
+# Not imported from there: that module loads the MCP SDK's auth stack, ~1 s of start-up a doctor run
+# (which must answer within about 3 s) does not need.
+APPROVAL_PATH = "/approvals"
 
 # The one reachability probe: at most this long, one attempt.
 REACH_TIMEOUT_S = 2.0

@@ -232,3 +232,20 @@ async def test_an_upstream_that_fails_every_request_is_one_line(
     assert await run_doctor(_settings(api_token=TOKEN, base_url=sandbox.url)) == 1
     fails = _fails(capsys.readouterr().out)
     assert len(fails) == 1 and "first probe" in fails[0] and "try again later" in fails[0]
+
+
+def test_doctor_starts_without_the_mcp_sdk_and_names_the_pages_real_path() -> None:
+    # A doctor run must answer fast (an unreachable host within ~3 s, start-up included): it never
+    # loads the MCP SDK, and the approval path it prints is the page's own.
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, klink_mcp.cli, klink_mcp.doctor; "
+        "print(sorted(m for m in sys.modules if m == 'mcp' or m.startswith('mcp.')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+    from klink_mcp import approval_page, doctor
+
+    assert doctor.APPROVAL_PATH == approval_page.APPROVAL_PATH
