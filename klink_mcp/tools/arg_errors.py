@@ -11,8 +11,8 @@ e.g. <example>; ... Fix them and call again.` plus `_meta["klink_mcp/error"] = {
   so is a value the schema does not take, even one pydantic's lax mode would convert ("2" for an
   integer, "yes" for a boolean). Every problem of the call goes into ONE error, and nothing is sent
   upstream. An explicit null for an optional argument means "not given" (the published schemas carry
-  no null branch): it is dropped before the SDK sees the call, so the tool's default applies. On
-  `tools/list` it publishes every input schema closed.
+  no null branch): it is dropped before the SDK sees the call, so the tool's default applies. The
+  schemas are published closed by the tool registry (`schema_slim.slim_input_schema`).
 * `rewrite_argument_error` turns what the SDK's pydantic validation still reports (rules the JSON
   Schema cannot express) into the same compact shape. Anything it does not recognise is unchanged.
 
@@ -476,7 +476,7 @@ def strict_arguments(
     *,
     server_info: Callable[[], Mapping[str, Any]] | None = None,
 ) -> ServerMiddleware[Any]:
-    """MCPServer middleware: refuse a `tools/call` its published schema rejects; publish closed schemas.
+    """MCPServer middleware: refuse a `tools/call` its published (closed) schema rejects.
 
     `input_schemas()` returns the current `{tool name: input schema}` of every registered tool (the
     tool list changes when form fields are recompiled, so it is asked on each call). `server_info()`
@@ -486,8 +486,6 @@ def strict_arguments(
 
     async def middleware(ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
         method = getattr(ctx, "method", None)
-        if method == "tools/list":
-            return _closed_listing(await call_next(ctx))
         params = getattr(ctx, "params", None)
         if method != "tools/call" or not isinstance(params, Mapping):
             return await call_next(ctx)
@@ -514,17 +512,6 @@ def strict_arguments(
         return result
 
     return middleware
-
-
-def _closed_listing(result: HandlerResult) -> HandlerResult:
-    if not isinstance(result, dict) or not isinstance(result.get("tools"), list):
-        return result
-    tools = []
-    for tool in result["tools"]:
-        if isinstance(tool, dict) and isinstance(tool.get("inputSchema"), dict):
-            tool = {**tool, "inputSchema": close_objects(tool["inputSchema"])}
-        tools.append(tool)
-    return {**result, "tools": tools}
 
 
 # ------------------------------------------------------------------------- the SDK's pydantic report

@@ -26,7 +26,12 @@ from klink_mcp.guard.policy import Risk
 from klink_mcp.sdk_adapter import publish_tool_schemas, registered_tool
 from klink_mcp.tools.errors import HANDLED_ERRORS, translate_error
 from klink_mcp.tools.results import compact_result
-from klink_mcp.tools.schema_slim import drop_descriptions, slim_schema, without_confirmation_fields
+from klink_mcp.tools.schema_slim import (
+    drop_descriptions,
+    slim_input_schema,
+    slim_schema,
+    without_confirmation_fields,
+)
 from klink_mcp.tools.spec import ToolSpec
 from klink_mcp.tools.state import ServerState
 
@@ -126,7 +131,7 @@ def register_spec(
             output = without_confirmation_fields(output)
     publish_tool_schemas(
         tool,
-        input_schema=slim_schema(tool.parameters),
+        input_schema=slim_input_schema(tool.parameters),  # closed here, once: see arg_errors
         output_schema=output,
         # compact_result serializes the very model the schema was generated from, so the SDK's second
         # validation of every result (a full re-parse) buys nothing; tests check every tool's results
