@@ -380,7 +380,7 @@ class Settings(BaseModel):
         if value is not None and len(value.get_secret_value().encode()) < MIN_SECRET_BYTES:
             raise ValueError(
                 f"is shorter than {MIN_SECRET_BYTES} bytes; use a random value, e.g. "
-                "`python -c 'import secrets; print(secrets.token_urlsafe(32))'`"
+                "`openssl rand -base64 32`"
             )
         return value
 
