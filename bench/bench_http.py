@@ -48,8 +48,9 @@ from klink_mcp.api.client import KlinkClient
 class McpHttpSession:
     """One MCP session over one keep-alive HTTP/1.1 connection (h11), handshake era."""
 
-    def __init__(self, host: str, port: int) -> None:
+    def __init__(self, host: str, port: int, token: str | None = None) -> None:
         self.host, self.port = host, port
+        self.token = token  # sent as `Authorization: Bearer` when the server requires it
         self.stream: anyio.abc.SocketStream | None = None
         self.conn = h11.Connection(h11.CLIENT)
         self.session_id: str | None = None
@@ -79,6 +80,8 @@ class McpHttpSession:
             ("content-length", str(len(body))),
             ("mcp-protocol-version", PROTOCOL),
         ]
+        if self.token is not None:
+            headers.append(("authorization", f"Bearer {self.token}"))
         if self.session_id:
             headers.append(("mcp-session-id", self.session_id))
         data = self.conn.send(h11.Request(method="POST", target="/mcp", headers=headers)) or b""

@@ -23,7 +23,6 @@ Prints figures; asserts nothing. Needs haproxy (`.ci/install-haproxy.sh`).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -32,71 +31,17 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-import h11
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repository root, for tests.team
 
 from _harness import cpu_seconds, median, p95
-from bench_http import PROTOCOL, McpHttpSession
+from bench_http import McpHttpSession
 
 from tests.team.harness import TeamCluster, running_cluster, throwaway_postgres
 
 
-class AuthedSession(McpHttpSession):
-    """`McpHttpSession` with `Authorization: Bearer` (the replicas require KLINK_HTTP_AUTH_TOKEN)."""
-
-    def __init__(self, host: str, port: int, token: str) -> None:
-        super().__init__(host, port)
-        self.token = token
-
-    async def post(self, message: dict[str, Any]) -> tuple[int, dict[str, str], bytes]:
-        """Raises:
-        ConnectionError: the server closed the connection.
-        """
-        if self.stream is None or self.conn.our_state is h11.MUST_CLOSE:
-            await self.aclose()
-            await self.connect()
-        assert self.stream is not None
-        body = json.dumps(message, separators=(",", ":")).encode()
-        headers = [
-            ("host", f"{self.host}:{self.port}"),
-            ("authorization", f"Bearer {self.token}"),
-            ("content-type", "application/json"),
-            ("accept", "application/json, text/event-stream"),
-            ("content-length", str(len(body))),
-            ("mcp-protocol-version", PROTOCOL),
-        ]
-        if self.session_id:
-            headers.append(("mcp-session-id", self.session_id))
-        data = self.conn.send(h11.Request(method="POST", target="/mcp", headers=headers)) or b""
-        data += self.conn.send(h11.Data(data=body)) or b""
-        data += self.conn.send(h11.EndOfMessage()) or b""
-        await self.stream.send(data)
-        status, response_headers, chunks = 0, {}, []
-        while True:
-            event = self.conn.next_event()
-            if event is h11.NEED_DATA:
-                try:
-                    received = await self.stream.receive(65536)
-                except (anyio.EndOfStream, anyio.BrokenResourceError) as exc:
-                    raise ConnectionError("server closed the connection") from exc
-                self.conn.receive_data(received)
-            elif isinstance(event, h11.Response):
-                status = event.status_code
-                response_headers = {k.decode(): v.decode() for k, v in event.headers}
-            elif isinstance(event, h11.Data):
-                chunks.append(bytes(event.data))
-            elif isinstance(event, h11.EndOfMessage):
-                break
-            elif isinstance(event, h11.ConnectionClosed):
-                raise ConnectionError("server closed the connection")
-        if self.conn.our_state is h11.DONE and self.conn.their_state is h11.DONE:
-            self.conn.start_next_cycle()
-        return status, response_headers, b"".join(chunks)
-
-
 async def _contact_ids(cluster: TeamCluster, count: int) -> list[str]:
-    session = AuthedSession("127.0.0.1", cluster.lb_port, cluster.http_token)
+    session = McpHttpSession("127.0.0.1", cluster.lb_port, cluster.http_token)
     await session.connect()
     try:
         await session.initialize()
@@ -118,7 +63,7 @@ async def load(
     latencies: list[float] = []
     errors: list[str] = []
     target = port or cluster.lb_port
-    sessions = [AuthedSession("127.0.0.1", target, cluster.http_token) for _ in range(clients)]
+    sessions = [McpHttpSession("127.0.0.1", target, cluster.http_token) for _ in range(clients)]
     with anyio.fail_after(60):
         for session in sessions:
             await session.connect()
@@ -128,7 +73,7 @@ async def load(
     began = time.perf_counter()
     deadline = began + seconds
 
-    async def worker(index: int, session: AuthedSession) -> None:
+    async def worker(index: int, session: McpHttpSession) -> None:
         n = index
         while (start := time.perf_counter()) < deadline:
             n += 1
